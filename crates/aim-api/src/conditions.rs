@@ -1,0 +1,46 @@
+//! Condition types and reasons, as they appear in `status.conditions`.
+
+/// Condition types of templates.
+pub mod types {
+    pub const MODEL_FOUND: &str = "ModelFound";
+    pub const RUNTIME_CONFIG_READY: &str = "RuntimeConfigReady";
+    pub const HARDWARE_AVAILABLE: &str = "HardwareAvailable";
+    pub const DISCOVERED: &str = "Discovered";
+    pub const CACHE_READY: &str = "CacheReady";
+    pub const READY: &str = "Ready";
+    // Services.
+    pub const MODEL_RESOLVED: &str = "ModelResolved";
+    pub const TEMPLATE_SELECTED: &str = "TemplateSelected";
+    pub const WORKLOAD_READY: &str = "WorkloadReady";
+}
+
+/// Condition reasons.
+pub mod reasons {
+    pub const MODEL_FOUND: &str = "ModelFound";
+    pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
+    pub const RUNTIME_CONFIG_FOUND: &str = "RuntimeConfigFound";
+    pub const DEFAULT_CONFIG_NOT_FOUND: &str = "DefaultConfigNotFound";
+    pub const RUNTIME_CONFIG_NOT_FOUND: &str = "RuntimeConfigNotFound";
+    pub const HARDWARE_AVAILABLE: &str = "HardwareAvailable";
+    pub const GPU_NOT_AVAILABLE: &str = "GPUNotAvailable";
+    pub const VRAM_NOT_AVAILABLE: &str = "VRAMNotAvailable";
+    pub const INSUFFICIENT_GPUS_PER_NODE: &str = "InsufficientGPUsPerNode";
+    pub const DISCOVERY_COMPLETE: &str = "DiscoveryComplete";
+    pub const INLINE_MODEL_SOURCES: &str = "InlineModelSources";
+    pub const AWAITING_DISCOVERY: &str = "AwaitingDiscovery";
+    pub const DISCOVERY_RUNNING: &str = "DiscoveryRunning";
+    pub const DISCOVERY_FAILED: &str = "DiscoveryFailed";
+    pub const CACHE_WARM: &str = "Ready";
+    pub const WAITING_FOR_CACHE: &str = "WaitingForCache";
+    pub const CACHE_DEGRADED: &str = "CacheDegraded";
+    pub const CACHE_FAILED: &str = "CacheFailed";
+    pub const READY: &str = "Ready";
+    pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+}
+
+/// `True`, `False` or `Unknown`.
+pub mod status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+    pub const UNKNOWN: &str = "Unknown";
+}

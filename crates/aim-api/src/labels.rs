@@ -1,0 +1,22 @@
+//! Label and annotation keys the operator reads or writes, in one place.
+
+/// Names the template a discovery Job belongs to.
+pub const TEMPLATE: &str = "aim.eai.amd.com/template";
+/// `Namespace` or `Cluster`: the scope of the template a discovery Job belongs to.
+pub const TEMPLATE_SCOPE: &str = "aim.eai.amd.com/template-scope";
+/// Names the model an auto-generated template belongs to.
+pub const MODEL: &str = "aim.eai.amd.com/model";
+/// `auto-generated` on templates the model controller created.
+pub const ORIGIN: &str = "aim.eai.amd.com/origin";
+/// Value of [`ORIGIN`] for templates created from a model's recommended deployments.
+pub const ORIGIN_AUTO_GENERATED: &str = "auto-generated";
+/// Standard `app.kubernetes.io/managed-by` label.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`] on everything the operator creates.
+pub const MANAGED_BY_VALUE: &str = "aim-operator";
+/// Standard `app.kubernetes.io/component` label.
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+/// Value of [`COMPONENT`] on discovery Jobs and their pods.
+pub const COMPONENT_DISCOVERY: &str = "discovery";
+/// Annotation that freezes status and children of an object while set to `"true"`.
+pub const RECONCILIATION_PAUSED: &str = "aim.eai.amd.com/reconciliation-paused";
