@@ -34,7 +34,10 @@ pub fn run(dir: &Path, check: bool) -> Result<()> {
             }
         }
         if !stale.is_empty() {
-            bail!("crds/ is stale, run `cargo xtask gen-crds`: {}", stale.join(", "));
+            bail!(
+                "crds/ is stale, run `cargo xtask gen-crds`: {}",
+                stale.join(", ")
+            );
         }
         println!("crds/ is up to date ({} files)", files.len());
         return Ok(());

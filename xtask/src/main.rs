@@ -4,7 +4,7 @@ mod crdgen;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use xtask::testenv;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Developer tasks for aim-operator")]
@@ -21,15 +21,74 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// The local test control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Build the test control plane binaries into the cache (no cluster is started).
+    BuildTestenv,
+    /// Run every test: bring the test cluster up, run unit and end-to-end tests, bring it down.
+    Test {
+        /// Leave the cluster running afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
-/// The workspace root (the parent of this crate).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Start it (building first when needed), install CRDs and fake nodes, print the kubeconfig path.
+    Up,
+    /// Stop it and leave no process behind.
+    Down,
+    /// Say what runs.
+    Status,
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::GenCrds { check } => crdgen::run(&workspace_root().join("crds"), check),
+        Task::GenCrds { check } => crdgen::run(&testenv::workspace_root().join("crds"), check),
+        Task::Cluster {
+            action: ClusterAction::Up,
+        } => {
+            let kubeconfig = testenv::up()?;
+            println!("{}", kubeconfig.display());
+            Ok(())
+        }
+        Task::Cluster {
+            action: ClusterAction::Down,
+        } => testenv::down(),
+        Task::Cluster {
+            action: ClusterAction::Status,
+        } => {
+            print!("{}", testenv::status()?);
+            Ok(())
+        }
+        Task::Test { keep, args } => test(keep, &args),
+        Task::BuildTestenv => {
+            println!("{}", testenv::ensure_binaries()?.display());
+            Ok(())
+        }
     }
+}
+
+/// `cargo xtask test`: unit and end-to-end tests against the real control plane.
+fn test(keep: bool, args: &[String]) -> Result<()> {
+    let kubeconfig = testenv::up()?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(testenv::workspace_root())
+            .args(["test", "--workspace"])
+            .args(args)
+            .env(testenv::KUBECONFIG_ENV, &kubeconfig)
+            .status();
+    let down = if keep { Ok(()) } else { testenv::down() };
+    let status = status?;
+    down?;
+    anyhow::ensure!(status.success(), "tests failed ({status})");
+    Ok(())
 }

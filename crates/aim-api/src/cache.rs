@@ -22,7 +22,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Template", type_ = "string", json_path = ".spec.templateName"),
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.templateScope"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AIMTemplateCacheSpec {

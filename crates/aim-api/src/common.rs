@@ -5,12 +5,13 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-
 /// Default extended resource name of AMD GPUs.
 pub const DEFAULT_GPU_RESOURCE_NAME: &str = "amd.com/gpu";
 
 /// What a deployment is tuned for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     // Interactive use: time to first token and per-token latency.
@@ -20,7 +21,9 @@ pub enum Metric {
 }
 
 /// Numeric precision of the model weights and compute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Auto,
@@ -34,7 +37,9 @@ pub enum Precision {
 }
 
 /// How well a profile is tuned for its hardware.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TemplateType {
     Optimized,
@@ -112,7 +117,12 @@ pub struct GpuRequirements {
 
 impl Default for GpuRequirements {
     fn default() -> Self {
-        Self { requests: 1, model: None, min_vram: None, resource_name: default_gpu_resource_name() }
+        Self {
+            requests: 1,
+            model: None,
+            min_vram: None,
+            resource_name: default_gpu_resource_name(),
+        }
     }
 }
 
@@ -181,7 +191,20 @@ pub enum ReferenceScope {
 }
 
 /// Scope of a template (or of the template a cache refers to).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum TemplateScope {
     #[default]
     Namespace,

@@ -25,7 +25,8 @@ pub const GROUP: &str = "aim.eai.amd.com";
 pub const VERSION: &str = "v1alpha1";
 
 /// Every CustomResourceDefinition this crate defines, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     vec![

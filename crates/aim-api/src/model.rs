@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 /// Image label holding the recommended deployments.
 pub const RECOMMENDED_DEPLOYMENTS_LABEL: &str = "com.amd.aim.model.recommendedDeployments";
 /// The same label as older images spell it.
-pub const RECOMMENDED_DEPLOYMENTS_LABEL_LEGACY: &str = "org.amd.silogen.model.recommendedDeployments";
+pub const RECOMMENDED_DEPLOYMENTS_LABEL_LEGACY: &str =
+    "org.amd.silogen.model.recommendedDeployments";
 
 fn yes() -> bool {
     true
@@ -56,7 +57,10 @@ pub struct ModelDiscovery {
 
 impl Default for ModelDiscovery {
     fn default() -> Self {
-        Self { extract_metadata: true, create_service_templates: true }
+        Self {
+            extract_metadata: true,
+            create_service_templates: true,
+        }
     }
 }
 
@@ -106,7 +110,11 @@ pub struct RecommendedDeployment {
     doc = "A namespaced AIM model: the container image that serves one LLM on AMD GPUs.",
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct AIMModelSpec {
     #[serde(flatten)]
@@ -126,7 +134,11 @@ pub struct AIMModelSpec {
     doc = "A cluster-wide AIM model: the container image that serves one LLM on AMD GPUs.",
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct AIMClusterModelSpec {
     #[serde(flatten)]

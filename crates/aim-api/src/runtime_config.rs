@@ -63,7 +63,11 @@ pub struct DiscoveryConfig {
     category = "aim",
     derive = "PartialEq",
     doc = "Namespaced runtime settings (env, storage, discovery) for AIM templates, merged over the cluster config of the same name.",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct AIMRuntimeConfigSpec {
     #[serde(flatten)]
@@ -81,7 +85,11 @@ pub struct AIMRuntimeConfigSpec {
     category = "aim",
     derive = "PartialEq",
     doc = "Cluster-wide runtime settings (env, storage, discovery) for AIM templates.",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct AIMClusterRuntimeConfigSpec {
     #[serde(flatten)]

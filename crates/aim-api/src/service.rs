@@ -25,9 +25,17 @@ fn one() -> i32 {
     derive = "PartialEq",
     doc = "Serves an AIM model: selects a service template and runs the inference workload.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
-    printcolumn(name = "Template", type_ = "string", json_path = ".status.resolvedTemplate.name"),
+    printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".status.resolvedTemplate.name"
+    ),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AIMServiceSpec {

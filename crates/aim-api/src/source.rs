@@ -13,7 +13,9 @@ pub const SOURCE_URI_PATTERN: &str = r"^(hf|s3)://\S+$";
 /// Whether `uri` matches [`SOURCE_URI_PATTERN`]: `hf://` or `s3://` followed by at least one character
 /// and no whitespace (`\s` as the API server's RE2 defines it: tab, newline, form feed, carriage return, space).
 pub fn is_valid_source_uri(uri: &str) -> bool {
-    let rest = uri.strip_prefix("hf://").or_else(|| uri.strip_prefix("s3://"));
+    let rest = uri
+        .strip_prefix("hf://")
+        .or_else(|| uri.strip_prefix("s3://"));
     matches!(rest, Some(r) if !r.is_empty() && !r.contains(['\t', '\n', '\x0c', '\r', ' ']))
 }
 
@@ -71,17 +73,26 @@ impl TryFrom<ModelSourceWire> for ModelSource {
     fn try_from(w: ModelSourceWire) -> Result<Self, String> {
         let name = match (w.name, w.model_id) {
             (Some(n), None) | (None, Some(n)) => n,
-            (Some(_), Some(_)) => return Err("model source sets both name and modelId; set one".into()),
+            (Some(_), Some(_)) => {
+                return Err("model source sets both name and modelId; set one".into());
+            }
             (None, None) => return Err("model source needs a name".into()),
         };
         let source_uri = match (w.source_uri_upper, w.source_uri_camel) {
             (Some(u), None) | (None, Some(u)) => u,
             (Some(_), Some(_)) => {
-                return Err(format!("model source {name:?} sets both sourceURI and sourceUri; set one"));
+                return Err(format!(
+                    "model source {name:?} sets both sourceURI and sourceUri; set one"
+                ));
             }
             (None, None) => return Err(format!("model source {name:?} needs a sourceURI")),
         };
-        Ok(ModelSource { name, source_uri, size: w.size, env: w.env.unwrap_or_default() })
+        Ok(ModelSource {
+            name,
+            source_uri,
+            size: w.size,
+            env: w.env.unwrap_or_default(),
+        })
     }
 }
 
@@ -127,21 +138,30 @@ mod tests {
     #[test]
     fn upstream_spellings_normalise() {
         let seed: ModelSource =
-            serde_json::from_str(r#"{"name":"tokenizer","sourceURI":"hf://a/b","size":"2Mi"}"#).unwrap();
+            serde_json::from_str(r#"{"name":"tokenizer","sourceURI":"hf://a/b","size":"2Mi"}"#)
+                .unwrap();
         let upstream: ModelSource =
-            serde_json::from_str(r#"{"modelId":"tokenizer","sourceUri":"hf://a/b","size":"2Mi"}"#).unwrap();
+            serde_json::from_str(r#"{"modelId":"tokenizer","sourceUri":"hf://a/b","size":"2Mi"}"#)
+                .unwrap();
         assert_eq!(seed, upstream);
         let out = serde_json::to_value(&upstream).unwrap();
-        assert_eq!(out, serde_json::json!({"name":"tokenizer","sourceURI":"hf://a/b","size":"2Mi"}));
+        assert_eq!(
+            out,
+            serde_json::json!({"name":"tokenizer","sourceURI":"hf://a/b","size":"2Mi"})
+        );
     }
 
     #[test]
     fn both_spellings_are_an_error() {
-        let err = serde_json::from_str::<ModelSource>(r#"{"name":"a","modelId":"a","sourceURI":"hf://a"}"#)
+        let err = serde_json::from_str::<ModelSource>(
+            r#"{"name":"a","modelId":"a","sourceURI":"hf://a"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("both name and modelId"), "{err}");
+        let err = serde_json::from_str::<ModelSource>(r#"{"name":"a"}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("both name and modelId"), "{err}");
-        let err = serde_json::from_str::<ModelSource>(r#"{"name":"a"}"#).unwrap_err().to_string();
         assert!(err.contains("needs a sourceURI"), "{err}");
     }
 }

@@ -1,8 +1,12 @@
 //! AIMServiceTemplate (namespaced) and AIMClusterServiceTemplate (cluster-wide).
 
-use crate::common::{Hardware, Metric, Precision, ResolvedHardware, ResolvedReference, TemplateType};
+use crate::common::{
+    Hardware, Metric, Precision, ResolvedHardware, ResolvedReference, TemplateType,
+};
 use crate::source::{ModelSource, ModelSourceStatus};
-use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, NodeAffinity, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    EnvVar, LocalObjectReference, NodeAffinity, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -20,7 +24,9 @@ fn immutable_once_set(field: &str) -> kube::core::Rule {
     kube::core::Rule::new(format!(
         "!has(oldSelf.{field}) || (has(self.{field}) && self.{field} == oldSelf.{field})"
     ))
-    .message(kube::core::Message::Message(format!("{field} is immutable once set")))
+    .message(kube::core::Message::Message(format!(
+        "{field} is immutable once set"
+    )))
     .field_path(format!(".{field}"))
 }
 
@@ -99,10 +105,26 @@ impl ServiceTemplateCommon {
     doc = "A namespaced AIM service template: a runtime profile for a model and the cache of its discovery.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.modelName"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Hardware", type_ = "string", json_path = ".status.hardwareSummary"),
-    printcolumn(name = "Metric", type_ = "string", json_path = ".status.profile.metadata.metric"),
-    printcolumn(name = "Precision", type_ = "string", json_path = ".status.profile.metadata.precision"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Hardware",
+        type_ = "string",
+        json_path = ".status.hardwareSummary"
+    ),
+    printcolumn(
+        name = "Metric",
+        type_ = "string",
+        json_path = ".status.profile.metadata.metric"
+    ),
+    printcolumn(
+        name = "Precision",
+        type_ = "string",
+        json_path = ".status.profile.metadata.precision"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = immutable_once_set("metric"))]
@@ -134,10 +156,26 @@ pub struct AIMServiceTemplateSpec {
     doc = "A cluster-wide AIM service template: a runtime profile for a cluster model and the cache of its discovery.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.modelName"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status"),
-    printcolumn(name = "Hardware", type_ = "string", json_path = ".status.hardwareSummary"),
-    printcolumn(name = "Metric", type_ = "string", json_path = ".status.profile.metadata.metric"),
-    printcolumn(name = "Precision", type_ = "string", json_path = ".status.profile.metadata.precision"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Hardware",
+        type_ = "string",
+        json_path = ".status.hardwareSummary"
+    ),
+    printcolumn(
+        name = "Metric",
+        type_ = "string",
+        json_path = ".status.profile.metadata.metric"
+    ),
+    printcolumn(
+        name = "Precision",
+        type_ = "string",
+        json_path = ".status.profile.metadata.precision"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = immutable_once_set("metric"))]
@@ -161,7 +199,20 @@ pub struct TemplateCaching {
 }
 
 /// One-word state of a template.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum TemplatePhase {
     #[default]
     Pending,

@@ -1,0 +1,208 @@
+//! What an end-to-end test needs: a client for the test cluster, a namespace of its own (deleted
+//! afterwards), waits on conditions with a timeout, and canned discovery logs.
+
+use crate::testenv;
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, Resource};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Default time a test waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A client for the test cluster. Panics with instructions when no cluster is up.
+pub async fn client() -> Client {
+    try_client().await.unwrap_or_else(|e| {
+        panic!(
+            "no test cluster: {e:#}\nstart one with `cargo xtask cluster up` (or run everything with `cargo xtask test`)"
+        )
+    })
+}
+
+async fn try_client() -> Result<Client> {
+    let path = testenv::kubeconfig_path();
+    let kubeconfig =
+        Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let client = Client::try_from(config)?;
+    client
+        .apiserver_version()
+        .await
+        .context("the API server does not answer")?;
+    Ok(client)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace owned by one test; deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<pid>-<n>` with the given labels.
+    pub async fn new(prefix: &str) -> Self {
+        Self::with_labels(prefix, BTreeMap::new()).await
+    }
+
+    pub async fn with_labels(prefix: &str, labels: BTreeMap<String, String>) -> Self {
+        let client = client().await;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "{}-{}-{n}",
+            prefix.chars().take(40).collect::<String>(),
+            std::process::id()
+        );
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        ns.metadata.labels = Some(labels);
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating test namespace");
+        Self { name, client }
+    }
+
+    /// An API for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Makes the `discovery` container of every pod in this namespace print `text` (kwok ClusterLogs).
+    pub async fn discovery_logs(&self, text: impl AsRef<[u8]>) -> PathBuf {
+        canned_logs(&self.client, &self.name, "discovery", text.as_ref()).await
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await: ask kubectl to delete without waiting; the namespace controller does the rest.
+        if let Ok(v) = testenv::Versions::read() {
+            let _ = testenv::kubectl(&testenv::bin_dir(&v))
+                .args([
+                    "delete",
+                    "namespace",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+            let _ = testenv::kubectl(&testenv::bin_dir(&v))
+                .args([
+                    "delete",
+                    "clusterlogs.kwok.x-k8s.io",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
+    }
+}
+
+/// Writes `text` as a CRI log file under `target/testenv/logs/` and points a kwok ClusterLogs object
+/// (named after the namespace) at it for `container` in `namespace`. Returns the log file.
+pub async fn canned_logs(
+    client: &Client,
+    namespace: &str,
+    container: &str,
+    text: &[u8],
+) -> PathBuf {
+    let dir = testenv::workdir().join("logs");
+    std::fs::create_dir_all(&dir).expect("creating log directory");
+    let file = dir.join(format!("{namespace}-{container}.log"));
+    std::fs::write(&file, cri_log(text)).expect("writing canned log");
+    let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "ClusterLogs");
+    let ar = ApiResource::from_gvk(&gvk);
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let obj = serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": { "name": namespace },
+        "spec": {
+            "selector": { "matchNamespaces": [namespace] },
+            "logs": [{ "containers": [container], "logsFile": file.to_string_lossy(), "follow": false }],
+        },
+    });
+    api.patch(
+        namespace,
+        &PatchParams::apply("aim-e2e").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .expect("applying ClusterLogs");
+    file
+}
+
+/// Encodes `text` in the CRI log format kwok serves: one `<time> stdout F <line>` record per line.
+pub fn cri_log(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 8);
+    let stamp = jiff::Timestamp::now().to_string();
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    for line in body.split(|b| *b == b'\n') {
+        out.extend_from_slice(stamp.as_bytes());
+        out.extend_from_slice(b" stdout F ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Waits until `cond` holds for the named object, or fails the test after `timeout` with what was seen last.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    cond: impl Condition<K>,
+) -> K
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("waiting for {what}: {name} was deleted"),
+        Ok(Err(e)) => panic!("waiting for {what}: watch failed: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:#?}")
+        }
+    }
+}
+
+/// Deletes an object and waits until it is gone.
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    let _ = api.delete(name, &DeleteParams::foreground()).await;
+    let uid = api
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|o| o.meta().uid.clone());
+    if let Some(uid) = uid {
+        let gone = kube::runtime::wait::conditions::is_deleted(&uid);
+        tokio::time::timeout(WAIT, await_condition(api.clone(), name, gone))
+            .await
+            .unwrap_or_else(|_| panic!("{name} was not deleted within {WAIT:?}"))
+            .expect("watching deletion");
+    }
+}
