@@ -129,7 +129,7 @@ pub async fn canned_logs(
     let file = dir.join(format!("{namespace}-{container}.log"));
     std::fs::write(&file, cri_log(text)).expect("writing canned log");
     let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "ClusterLogs");
-    let ar = ApiResource::from_gvk(&gvk);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "clusterlogs");
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let obj = serde_json::json!({
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
