@@ -1,1 +1,67 @@
-fn main() {}
+//! `aim-operator`: runs the AIM template controllers against the cluster of the current kubeconfig or
+//! service account.
+
+use aim_operator::Settings;
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aim-operator",
+    version,
+    about = "Kubernetes operator for AMD Inference Microservice templates"
+)]
+struct Args {
+    /// Namespace where cluster templates run discovery.
+    #[arg(long, env = "AIM_SYSTEM_NAMESPACE", default_value = "aim-system")]
+    system_namespace: String,
+    /// Cluster-wide limit of discovery Jobs running at once.
+    #[arg(long, env = "AIM_MAX_CONCURRENT_DISCOVERIES", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_discoveries: u16,
+    /// Byte limit when reading a dry-run log.
+    #[arg(long, env = "AIM_DISCOVERY_LOG_LIMIT", default_value_t = aim_discovery::DEFAULT_LOG_LIMIT)]
+    discovery_log_limit: usize,
+    /// First retry delay after a failed discovery, in seconds (doubles per attempt, at most an hour).
+    #[arg(long, env = "AIM_DISCOVERY_BACKOFF_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    discovery_backoff_seconds: u64,
+    /// Log format; filter with RUST_LOG (default `info`).
+    #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let client = kube::Client::try_default().await?;
+    let settings = Settings {
+        system_namespace: args.system_namespace,
+        max_concurrent_discoveries: usize::from(args.max_concurrent_discoveries),
+        log_limit: args.discovery_log_limit,
+        backoff_base: std::time::Duration::from_secs(args.discovery_backoff_seconds),
+    };
+    tracing::info!(?settings, "starting");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
+    };
+    aim_operator::run(client, settings, shutdown).await
+}

@@ -1,1 +1,15 @@
+//! Decisions without I/O: which model and runtime config a template resolves to, what its status
+//! is, which discovery Job must exist, and (for the operator) how discovery slots are shared.
+//! Observations in, plan out; the same observations always give the same plan.
 
+pub mod conditions;
+pub mod model;
+pub mod queue;
+pub mod runtime_config;
+pub mod template;
+
+pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions, transition_events};
+pub use model::{ModelCandidate, ModelResolution, resolve_model};
+pub use queue::{DiscoveryQueue, SlotRequest};
+pub use runtime_config::{ConfigCandidate, ConfigResolution, resolve_runtime_config};
+pub use template::{Decision, Need, Observation, Plan, Slot, TemplateView, backoff, decide};

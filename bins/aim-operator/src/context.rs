@@ -1,0 +1,192 @@
+//! Shared state of the controllers: the reflector stores, the discovery queue, and the way to wake a
+//! template.
+
+use crate::Settings;
+use crate::watches;
+use aim_api::{
+    AIMClusterModel, AIMClusterRuntimeConfig, AIMClusterServiceTemplate, AIMModel,
+    AIMRuntimeConfig, AIMServiceTemplate, ServiceTemplateStatus, TemplateScope,
+};
+use aim_resolve::DiscoveryQueue;
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// Read-only views of everything a template depends on.
+#[derive(Clone)]
+pub struct Stores {
+    pub templates: Store<AIMServiceTemplate>,
+    pub cluster_templates: Store<AIMClusterServiceTemplate>,
+    pub models: Store<AIMModel>,
+    pub cluster_models: Store<AIMClusterModel>,
+    pub configs: Store<AIMRuntimeConfig>,
+    pub cluster_configs: Store<AIMClusterRuntimeConfig>,
+    pub nodes: Store<Node>,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+}
+
+/// Streams of templates to reconcile, fed by the mappers.
+pub struct Triggers {
+    pub namespaced: UnboundedReceiver<ObjectRef<AIMServiceTemplate>>,
+    pub cluster: UnboundedReceiver<ObjectRef<AIMClusterServiceTemplate>>,
+}
+
+/// Wakes templates by key.
+#[derive(Clone)]
+pub struct Waker {
+    namespaced: UnboundedSender<ObjectRef<AIMServiceTemplate>>,
+    cluster: UnboundedSender<ObjectRef<AIMClusterServiceTemplate>>,
+}
+
+impl Waker {
+    pub fn wake(&self, scope: TemplateScope, namespace: Option<&str>, name: &str) {
+        match scope {
+            TemplateScope::Namespace => {
+                let _ = self
+                    .namespaced
+                    .unbounded_send(ObjectRef::new(name).within(namespace.unwrap_or_default()));
+            }
+            TemplateScope::Cluster => {
+                let _ = self.cluster.unbounded_send(ObjectRef::new(name));
+            }
+        }
+    }
+
+    /// Wakes a template by its queue key (`Scope/namespace/name`).
+    pub fn wake_key(&self, key: &str) {
+        let mut parts = key.splitn(3, '/');
+        let (Some(scope), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        match scope {
+            "Namespace" => self.wake(TemplateScope::Namespace, Some(ns), name),
+            "Cluster" => self.wake(TemplateScope::Cluster, None, name),
+            _ => {}
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub stores: Stores,
+    pub queue: Mutex<DiscoveryQueue>,
+    pub waker: Waker,
+    pub recorder: Recorder,
+    /// Last status written per template UID, with the resourceVersion the write produced: a reconcile
+    /// that runs before the watch delivers our own write uses this instead of the older cached status.
+    pub written: Mutex<HashMap<String, (u64, ServiceTemplateStatus)>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Context {
+    /// Starts every watch, waits until all stores are synced, and rebuilds the discovery slots from the
+    /// Jobs that are running (T-23) before any controller may create one.
+    pub async fn start(
+        client: Client,
+        settings: Settings,
+        templates: Store<AIMServiceTemplate>,
+        cluster_templates: Store<AIMClusterServiceTemplate>,
+    ) -> anyhow::Result<(Arc<Self>, Triggers)> {
+        let (ns_tx, ns_rx) = unbounded();
+        let (cl_tx, cl_rx) = unbounded();
+        let waker = Waker {
+            namespaced: ns_tx,
+            cluster: cl_tx,
+        };
+        let (stores, writers) = watches::stores(templates, cluster_templates);
+        let ctx = Arc::new(Self {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: crate::FIELD_MANAGER.into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
+            client,
+            queue: Mutex::new(DiscoveryQueue::new(settings.max_concurrent_discoveries)),
+            settings,
+            stores,
+            waker,
+            written: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let tasks = watches::spawn(ctx.clone(), writers);
+        ctx.tasks.lock().expect("tasks lock").extend(tasks);
+        let s = &ctx.stores;
+        tokio::try_join!(
+            s.models.wait_until_ready(),
+            s.cluster_models.wait_until_ready(),
+            s.configs.wait_until_ready(),
+            s.cluster_configs.wait_until_ready(),
+            s.nodes.wait_until_ready(),
+            s.jobs.wait_until_ready(),
+            s.pods.wait_until_ready(),
+        )?;
+        {
+            let mut queue = ctx.queue.lock().expect("queue lock");
+            for job in ctx.stores.jobs.state() {
+                if watches::job_is_active(&job) {
+                    if let Some(key) = watches::template_key_of_job(&job) {
+                        queue.occupy(&watches::job_key(&job), &key);
+                    }
+                }
+            }
+        }
+        Ok((
+            ctx,
+            Triggers {
+                namespaced: ns_rx,
+                cluster: cl_rx,
+            },
+        ))
+    }
+
+    /// Whether the template of a queue key still exists.
+    pub fn template_exists(&self, key: &str) -> bool {
+        let mut parts = key.splitn(3, '/');
+        let (Some(scope), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        match scope {
+            "Namespace" => self
+                .stores
+                .templates
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            "Cluster" => self
+                .stores
+                .cluster_templates
+                .get(&ObjectRef::new(name))
+                .is_some(),
+            _ => false,
+        }
+    }
+
+    /// Gives back a Job's slot and wakes whoever may take it.
+    pub fn release_slot(&self, job_key: &str) {
+        let wake = {
+            let mut queue = self.queue.lock().expect("queue lock");
+            if !queue.holds(job_key) {
+                return;
+            }
+            queue.release(job_key, |k| self.template_exists(k))
+        };
+        for key in wake {
+            self.waker.wake_key(&key);
+        }
+    }
+
+    pub fn stop(&self) {
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! What the two template kinds have in common, for one generic reconcile.
+
+use aim_api::{
+    AIMClusterServiceTemplate, AIMServiceTemplate, ServiceTemplateCommon, ServiceTemplateStatus,
+    TemplateScope,
+};
+use k8s_openapi::api::core::v1::EnvVar;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+pub trait TemplateKind:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+{
+    const SCOPE: TemplateScope;
+    fn common(&self) -> &ServiceTemplateCommon;
+    fn env(&self) -> &[EnvVar];
+    fn caching_enabled(&self) -> bool;
+    fn status(&self) -> Option<&ServiceTemplateStatus>;
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl TemplateKind for AIMServiceTemplate {
+    const SCOPE: TemplateScope = TemplateScope::Namespace;
+    fn common(&self) -> &ServiceTemplateCommon {
+        &self.spec.common
+    }
+    fn env(&self) -> &[EnvVar] {
+        &self.spec.env
+    }
+    fn caching_enabled(&self) -> bool {
+        self.spec.caching.as_ref().is_some_and(|c| c.enabled)
+    }
+    fn status(&self) -> Option<&ServiceTemplateStatus> {
+        self.status.as_ref()
+    }
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl TemplateKind for AIMClusterServiceTemplate {
+    const SCOPE: TemplateScope = TemplateScope::Cluster;
+    fn common(&self) -> &ServiceTemplateCommon {
+        &self.spec.common
+    }
+    fn env(&self) -> &[EnvVar] {
+        &[]
+    }
+    fn caching_enabled(&self) -> bool {
+        false
+    }
+    fn status(&self) -> Option<&ServiceTemplateStatus> {
+        self.status.as_ref()
+    }
+    fn api(client: Client, _: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// Queue key of a template: `Namespace/<ns>/<name>` or `Cluster//<name>`.
+pub fn template_key(scope: TemplateScope, namespace: Option<&str>, name: &str) -> String {
+    format!(
+        "{}/{}/{}",
+        scope.as_str(),
+        namespace.unwrap_or_default(),
+        name
+    )
+}
+
+pub fn key_of<K: TemplateKind>(t: &K) -> String {
+    template_key(K::SCOPE, t.namespace().as_deref(), &t.name_any())
+}

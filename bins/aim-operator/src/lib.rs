@@ -1,0 +1,107 @@
+//! The AIM operator: watches templates and what they depend on, asks `aim-resolve` what must be, and
+//! makes it so (status, discovery Jobs, events). All I/O of the project lives here.
+
+mod context;
+mod error;
+mod kinds;
+mod logs;
+mod reconcile;
+mod watches;
+
+pub use error::Error;
+
+use aim_api::{AIMClusterServiceTemplate, AIMServiceTemplate};
+use context::Context;
+use futures::StreamExt;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use std::future::Future;
+use std::time::Duration;
+
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "aim-operator";
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where cluster templates run discovery (`--system-namespace`).
+    pub system_namespace: String,
+    /// Cluster-wide limit of active discovery Jobs (T-23).
+    pub max_concurrent_discoveries: usize,
+    /// Byte limit when reading a dry-run log (T-17).
+    pub log_limit: usize,
+    /// First retry delay after a failed discovery; doubles per attempt up to an hour (T-21).
+    pub backoff_base: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            system_namespace: "aim-system".into(),
+            max_concurrent_discoveries: aim_resolve::queue::DEFAULT_MAX_CONCURRENT_DISCOVERIES,
+            log_limit: aim_discovery::DEFAULT_LOG_LIMIT,
+            backoff_base: aim_resolve::template::DEFAULT_BACKOFF_BASE,
+        }
+    }
+}
+
+/// Runs the template controllers until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let wc = watcher::Config::default().any_semantic();
+    let ns_ctrl = Controller::new(Api::<AIMServiceTemplate>::all(client.clone()), wc.clone())
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
+        );
+    let cl_ctrl = Controller::new(Api::<AIMClusterServiceTemplate>::all(client.clone()), wc)
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
+        );
+    let (ctx, triggers) =
+        Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
+    tracing::info!(
+        active = ctx.queue.lock().expect("queue lock").active(),
+        "stores synced; discovery slots rebuilt from running jobs"
+    );
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ns = ns_ctrl
+        .reconcile_on(triggers.namespaced)
+        .graceful_shutdown_on(stop(shutdown_rx.clone()))
+        .run(
+            reconcile::reconcile::<AIMServiceTemplate>,
+            reconcile::error_policy::<AIMServiceTemplate>,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "namespace template reconcile");
+            }
+        });
+    let cl = cl_ctrl
+        .reconcile_on(triggers.cluster)
+        .graceful_shutdown_on(stop(shutdown_rx.clone()))
+        .run(
+            reconcile::reconcile::<AIMClusterServiceTemplate>,
+            reconcile::error_policy::<AIMClusterServiceTemplate>,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cluster template reconcile");
+            }
+        });
+    let waiter = tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    });
+    futures::join!(ns, cl);
+    waiter.abort();
+    ctx.stop();
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! One operator per test binary, run in-process on its own runtime, plus fixtures shared by the
+//! template end-to-end tests.
+#![allow(dead_code)]
+
+use aim_api::*;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::Condition;
+use std::sync::OnceLock;
+use std::time::Duration;
+use xtask::support::{TestNamespace, client};
+
+/// Operator namespace of the in-process operator.
+pub const SYSTEM_NAMESPACE: &str = "aim-system";
+/// Retry delay of the in-process operator (production: 60 s).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+static OPERATOR: OnceLock<()> = OnceLock::new();
+
+/// Starts the operator once for this test binary (its own thread and runtime, so it outlives each test's
+/// runtime) and returns once its stores are synced.
+pub fn operator() {
+    OPERATOR.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = client().await;
+                let ns: Namespace = serde_json::from_value(
+                    serde_json::json!({"metadata": {"name": SYSTEM_NAMESPACE}}),
+                )
+                .unwrap();
+                Api::<Namespace>::all(client.clone())
+                    .patch(
+                        SYSTEM_NAMESPACE,
+                        &PatchParams::apply("aim-e2e"),
+                        &Patch::Apply(&ns),
+                    )
+                    .await
+                    .unwrap();
+                // Cluster templates discover in the operator namespace: its pods print the standard result.
+                xtask::support::canned_logs(
+                    &client,
+                    SYSTEM_NAMESPACE,
+                    "discovery",
+                    DRY_RUN_OK.as_bytes(),
+                )
+                .await;
+                let settings = aim_operator::Settings {
+                    system_namespace: SYSTEM_NAMESPACE.into(),
+                    backoff_base: BACKOFF_BASE,
+                    ..Default::default()
+                };
+                let started = std::future::pending::<()>();
+                tx.send(()).unwrap();
+                aim_operator::run(client, settings, started).await.unwrap();
+            });
+        });
+        rx.recv().unwrap();
+    });
+}
+
+/// A dry-run log as an AIM prints it: banner noise, the JSON array, a trailing line.
+pub const DRY_RUN_OK: &str = r#"AIM runtime 0.8.5 [starting]
+[INFO] selecting profile [ok]
+[
+  {
+    "filename": "vllm-mi300x-fp8-tp1-latency.yaml",
+    "profile": {
+      "model": "Qwen/Qwen3-32B",
+      "quantized_model": "",
+      "metadata": { "engine": "vllm", "gpu": "MI300X", "precision": "fp8", "gpu_count": 1, "metric": "latency", "type": "optimized" },
+      "engine_args": { "tensor-parallel-size": 1, "max-num-seqs": 256, "enable-chunked-prefill": true },
+      "env_vars": { "VLLM_USE_TRITON_FLASH_ATTN": "0" },
+      "extra_key": { "kept": true }
+    },
+    "models": [
+      { "name": "Qwen/Qwen3-32B", "source": "hf://Qwen/Qwen3-32B", "size_gb": 16.0 },
+      { "name": "Qwen/Qwen3-32B-tokenizer", "source": "hf://Qwen/Qwen3-32B/tokenizer.json", "size_gb": 0.001953125 }
+    ]
+  }
+]
+done [ok]
+"#;
+
+pub fn model(ns: &str, name: &str, image: &str, env: serde_json::Value) -> AIMModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "image": image, "env": env, "discovery": { "extractMetadata": false, "createServiceTemplates": false } },
+    }))
+    .unwrap()
+}
+
+pub fn template(ns: &str, name: &str, spec: serde_json::Value) -> AIMServiceTemplate {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMServiceTemplate",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("aim-e2e").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {name}: {e}"))
+}
+
+/// The template has this phase.
+pub fn phase<K: HasTemplateStatus>(p: TemplatePhase) -> impl Condition<K> {
+    move |t: Option<&K>| {
+        t.and_then(|t| t.template_status())
+            .is_some_and(|s| s.status == p)
+    }
+}
+
+/// The template has this phase and a condition of this type with this reason.
+pub fn phase_with<K: HasTemplateStatus>(
+    p: TemplatePhase,
+    type_: &'static str,
+    reason: &'static str,
+) -> impl Condition<K> {
+    move |t: Option<&K>| {
+        t.and_then(|t| t.template_status()).is_some_and(|s| {
+            s.status == p
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.reason == reason)
+        })
+    }
+}
+
+pub trait HasTemplateStatus {
+    fn template_status(&self) -> Option<&ServiceTemplateStatus>;
+}
+impl HasTemplateStatus for AIMServiceTemplate {
+    fn template_status(&self) -> Option<&ServiceTemplateStatus> {
+        self.status.as_ref()
+    }
+}
+impl HasTemplateStatus for AIMClusterServiceTemplate {
+    fn template_status(&self) -> Option<&ServiceTemplateStatus> {
+        self.status.as_ref()
+    }
+}
+
+pub fn condition<'a>(
+    s: &'a ServiceTemplateStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {s:#?}"))
+}
+
+/// A namespace for one test, with the operator running and discovery pods printing `log`.
+pub async fn setup(prefix: &str, log: &str) -> TestNamespace {
+    operator();
+    let ns = TestNamespace::new(prefix).await;
+    ns.discovery_logs(log).await;
+    ns
+}

@@ -1,0 +1,91 @@
+//! Why a dry-run log gave no usable result (T-19).
+
+const MIB: usize = 1024 * 1024;
+
+/// Why a dry-run log could not be turned into a result. Every message says what was wrong and where,
+/// with a short printable excerpt where one helps, and contains nothing that varies between runs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The log is longer than the byte limit.
+    #[error("the dry-run log is {size} bytes, over the limit of {limit} bytes ({})", mib(*limit))]
+    TooLarge { size: usize, limit: usize },
+    /// No JSON array of results anywhere in the log.
+    #[error(
+        "no JSON array of results in the dry-run log ({size} bytes); it starts with: \"{excerpt}\""
+    )]
+    NoArray { size: usize, excerpt: String },
+    /// The result is `[]`: the image found no profile for these inputs.
+    #[error(
+        "the dry-run result is an empty JSON array `[]` (ending on line {line} of the log): the image found no profile for these inputs"
+    )]
+    Empty { line: usize },
+    /// The result array is not valid JSON (for example cut short).
+    #[error(
+        "the dry-run result is not valid JSON: {message} at line {line}, column {column} (byte {offset}) of the log, near \"{excerpt}\""
+    )]
+    InvalidJson {
+        message: String,
+        offset: usize,
+        line: usize,
+        column: usize,
+        excerpt: String,
+    },
+    /// The first element lacks something it must have (`profile`, `models`, a source's `name`, …).
+    #[error("the first dry-run result is malformed: {message}")]
+    InvalidElement { message: String },
+    /// A value outside what the API allows, e.g. `profile.metadata.metric`.
+    #[error("the dry-run result has `{field}` = {value}, which is not allowed; allowed: {allowed}")]
+    InvalidValue {
+        field: String,
+        value: String,
+        allowed: String,
+    },
+    /// A model source URI that the API server would reject.
+    #[error(
+        "model source \"{name}\" of the dry-run result has source URI \"{uri}\", which is not hf://… or s3://… without whitespace"
+    )]
+    InvalidSourceUri { name: String, uri: String },
+    /// A `size_gb` that is no size: negative, not a number, or too large for bytes in an int64.
+    #[error("model source \"{name}\" of the dry-run result has size_gb = {value}: {reason}")]
+    InvalidSize {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ParseError {
+    /// Short CamelCase cause, for messages and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge { .. } => "LogTooLarge",
+            ParseError::NoArray { .. } => "NoResult",
+            ParseError::Empty { .. } => "EmptyResult",
+            ParseError::InvalidJson { .. } => "InvalidJSON",
+            ParseError::InvalidElement { .. } => "InvalidElement",
+            ParseError::InvalidValue { .. } => "InvalidValue",
+            ParseError::InvalidSourceUri { .. } => "InvalidSourceURI",
+            ParseError::InvalidSize { .. } => "InvalidSize",
+        }
+    }
+
+    /// Coarse class, for metrics labels: `too_large`, `no_result`, `malformed` or `invalid_content`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::NoArray { .. } | ParseError::Empty { .. } => "no_result",
+            ParseError::InvalidJson { .. } | ParseError::InvalidElement { .. } => "malformed",
+            ParseError::InvalidValue { .. }
+            | ParseError::InvalidSourceUri { .. }
+            | ParseError::InvalidSize { .. } => "invalid_content",
+        }
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.2} MiB", bytes as f64 / MIB as f64)
+    }
+}
