@@ -186,6 +186,22 @@ where
     }
 }
 
+/// Waits until the named object does not exist, or fails the test after `timeout`.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str, timeout: Duration)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    let gone = |o: Option<&K>| o.is_none();
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, gone)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("waiting for {what}: watch failed: {e}"),
+        Err(_) => panic!(
+            "timed out after {timeout:?} waiting for {what}; last seen: {:#?}",
+            api.get_opt(name).await.ok().flatten()
+        ),
+    }
+}
+
 /// Deletes an object and waits until it is gone.
 pub async fn delete_and_wait<K>(api: &Api<K>, name: &str)
 where

@@ -6,7 +6,7 @@ use aim_api::conditions::{reasons, types};
 use aim_api::*;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::ListParams;
+use kube::api::{Api, ListParams};
 use xtask::support::{WAIT, wait_for};
 
 #[tokio::test]
@@ -117,5 +117,697 @@ async fn discovery_through_a_canned_dry_run_reaches_ready() {
     assert_eq!(
         (owner.kind.as_str(), owner.controller),
         ("AIMServiceTemplate", Some(true))
+    );
+}
+
+fn cluster_model(name: &str, image: &str) -> AIMClusterModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
+        "metadata": { "name": name },
+        "spec": { "image": image, "discovery": { "extractMetadata": false, "createServiceTemplates": false } },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn cluster_template_discovers_in_the_operator_namespace() {
+    // T-01 (cluster model), T-13: discovery of a cluster template runs in the operator namespace.
+    let ns = setup("cluster", DRY_RUN_OK).await;
+    let client = ns.client.clone();
+    let name = format!("{}-latency", ns.name);
+    let models: Api<AIMClusterModel> = Api::all(client.clone());
+    apply(&models, &cluster_model(&name, "example.test/aim-qwen:1")).await;
+    let api: Api<AIMClusterServiceTemplate> = Api::all(client.clone());
+    let t: AIMClusterServiceTemplate = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterServiceTemplate",
+        "metadata": { "name": name },
+        "spec": { "modelName": name, "metric": "latency", "precision": "fp16", "hardware": { "gpu": { "requests": 1, "model": "MI300X" } } },
+    }))
+    .unwrap();
+    apply(&api, &t).await;
+    let t = wait_for(&api, &name, "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let s = t.status.unwrap();
+    assert_eq!(
+        s.resolved_model.as_ref().unwrap().scope,
+        ReferenceScope::Cluster
+    );
+    assert_eq!(
+        s.discovery.unwrap().job.unwrap().namespace,
+        SYSTEM_NAMESPACE
+    );
+    // Deleting the template deletes its job (owner reference).
+    let job_name = {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+        let l = jobs
+            .list(&ListParams::default().labels(&format!("aim.eai.amd.com/template={name}")))
+            .await
+            .unwrap();
+        assert_eq!(l.items.len(), 1);
+        l.items[0].metadata.name.clone().unwrap()
+    };
+    xtask::support::delete_and_wait(&api, &name).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    xtask::support::wait_gone(&jobs, &job_name, "job deleted with its template", WAIT).await;
+    models.delete(&name, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn namespace_template_falls_back_to_a_cluster_model() {
+    // T-01 (fix): a namespace template may use an AIMClusterModel.
+    let ns = setup("fallback", DRY_RUN_OK).await;
+    let models: Api<AIMClusterModel> = Api::all(ns.client.clone());
+    let name = format!("{}-model", ns.name);
+    apply(&models, &cluster_model(&name, "example.test/aim-qwen:1")).await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let t = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let r = t.status.unwrap().resolved_model.unwrap();
+    assert_eq!(
+        (r.kind.as_str(), r.scope, r.namespace),
+        ("AIMClusterModel", ReferenceScope::Cluster, None)
+    );
+    models.delete(&name, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_model_fails_and_heals_when_created() {
+    // T-02
+    let ns = setup("nomodel", DRY_RUN_OK).await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "t", serde_json::json!({ "modelName": "later", "hardware": { "gpu": { "model": "MI300X" } } }))).await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Failed/ModelNotFound",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::MODEL_FOUND,
+            reasons::MODEL_NOT_FOUND,
+        ),
+    )
+    .await;
+    let s = t.status.unwrap();
+    assert_eq!(condition(&s, types::READY).reason, reasons::MODEL_NOT_FOUND);
+    assert!(
+        condition(&s, types::MODEL_FOUND)
+            .message
+            .contains("no AIMModel \"later\"")
+    );
+    assert!(
+        ns.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no child object"
+    );
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "later",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    wait_for(
+        &api,
+        "t",
+        "healed to Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn runtime_configs_resolve_and_a_missing_named_one_heals() {
+    // T-03, T-04
+    let ns = setup("rc", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "default-rc", serde_json::json!({ "modelName": "m", "modelSources": [{"name": "w", "sourceURI": "hf://a/b"}] }))).await;
+    let t = wait_for(
+        &api,
+        "default-rc",
+        "Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    let rc = condition(t.status.as_ref().unwrap(), types::RUNTIME_CONFIG_READY);
+    assert_eq!(
+        (rc.status.as_str(), rc.reason.as_str()),
+        ("True", reasons::DEFAULT_CONFIG_NOT_FOUND)
+    );
+
+    apply(&api, &template(&ns.name, "named", serde_json::json!({ "modelName": "m", "runtimeConfigName": "team", "modelSources": [{"name": "w", "sourceURI": "hf://a/b"}] }))).await;
+    wait_for(
+        &api,
+        "named",
+        "Failed/RuntimeConfigNotFound",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::RUNTIME_CONFIG_READY,
+            reasons::RUNTIME_CONFIG_NOT_FOUND,
+        ),
+    )
+    .await;
+    let rc: AIMRuntimeConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
+        "metadata": { "name": "team", "namespace": ns.name },
+        "spec": { "env": [{"name": "HF_HOME", "value": "/cache"}] },
+    }))
+    .unwrap();
+    apply(&ns.api(), &rc).await;
+    let t = wait_for(
+        &api,
+        "named",
+        "healed to Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    let r = t.status.unwrap().resolved_runtime_config.unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.scope),
+        ("team", ReferenceScope::Namespace)
+    );
+}
+
+#[tokio::test]
+async fn absent_gpus_are_not_available_and_recover_when_a_node_appears() {
+    // T-06, T-11: a GPU the cluster lacks; a node with it appears, then goes.
+    let ns = setup("gpu", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "mi210",
+            serde_json::json!({
+                "modelName": "m", "hardware": { "gpu": { "requests": 1, "model": "MI210" } },
+                "modelSources": [{"name": "w", "sourceURI": "hf://a/b"}],
+            }),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "mi210",
+        "NotAvailable",
+        WAIT,
+        phase_with(
+            TemplatePhase::NotAvailable,
+            types::HARDWARE_AVAILABLE,
+            reasons::GPU_NOT_AVAILABLE,
+        ),
+    )
+    .await;
+    let msg = &condition(t.status.as_ref().unwrap(), types::HARDWARE_AVAILABLE).message;
+    assert!(
+        msg.contains("MI300X (2 nodes)") && msg.contains("MI325X (1 node)"),
+        "lists what is present: {msg}"
+    );
+
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ns.client.clone());
+    let node_name = format!("mi210-{}", ns.name);
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": node_name, "annotations": { "kwok.x-k8s.io/node": "fake" },
+                      "labels": { "amd.com/gpu.device-id.740f": "4", "type": "kwok" } },
+        "status": { "allocatable": { "cpu": "32", "memory": "128Gi", "pods": "110", "amd.com/gpu": "4" },
+                    "capacity": { "cpu": "32", "memory": "128Gi", "pods": "110", "amd.com/gpu": "4" } },
+    }))
+    .unwrap();
+    nodes.create(&Default::default(), &node).await.unwrap();
+    let t = wait_for(
+        &api,
+        "mi210",
+        "Ready once the GPU appears",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    let affinity = serde_json::to_string(&t.status.unwrap().resolved_node_affinity).unwrap();
+    assert!(
+        affinity.contains("amd.com/gpu.device-id.740f"),
+        "count-suffixed label form: {affinity}"
+    );
+    nodes.delete(&node_name, &Default::default()).await.unwrap();
+    wait_for(
+        &api,
+        "mi210",
+        "NotAvailable once the node goes",
+        WAIT,
+        phase(TemplatePhase::NotAvailable),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn vram_and_gpu_count_requirements() {
+    // T-07, T-08
+    let ns = setup("vram", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    let sources = serde_json::json!([{"name": "w", "sourceURI": "hf://a/b"}]);
+    apply(&api, &template(&ns.name, "big", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "200Gi" } }, "modelSources": sources }))).await;
+    apply(&api, &template(&ns.name, "huge", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "300Gi" } }, "modelSources": sources }))).await;
+    apply(&api, &template(&ns.name, "many", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "requests": 16, "model": "MI300X" } }, "modelSources": sources }))).await;
+    let t = wait_for(&api, "big", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let s = t.status.unwrap();
+    assert_eq!(s.hardware_summary.as_deref(), Some("1 x GPU"));
+    let affinity = serde_json::to_string(&s.resolved_node_affinity).unwrap();
+    assert!(
+        affinity.contains("74a5") && !affinity.contains("74a1"),
+        "only MI325X has 256Gi: {affinity}"
+    );
+    let t = wait_for(
+        &api,
+        "huge",
+        "VRAMNotAvailable",
+        WAIT,
+        phase_with(
+            TemplatePhase::NotAvailable,
+            types::HARDWARE_AVAILABLE,
+            reasons::VRAM_NOT_AVAILABLE,
+        ),
+    )
+    .await;
+    assert!(
+        condition(t.status.as_ref().unwrap(), types::HARDWARE_AVAILABLE)
+            .message
+            .contains("256Gi")
+    );
+    wait_for(
+        &api,
+        "many",
+        "InsufficientGPUsPerNode",
+        WAIT,
+        phase_with(
+            TemplatePhase::NotAvailable,
+            types::HARDWARE_AVAILABLE,
+            reasons::INSUFFICIENT_GPUS_PER_NODE,
+        ),
+    )
+    .await;
+    assert!(
+        ns.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "T-06: no discovery while NotAvailable"
+    );
+}
+
+#[tokio::test]
+async fn malformed_dry_run_output_fails_discovery() {
+    // T-19
+    let ns = setup(
+        "malformed",
+        "banner\n[{\"profile\": {\"metadata\": {\"metric\": \"latency\"}}, \"models\": [\n",
+    )
+    .await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Failed/DiscoveryFailed",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::DISCOVERED,
+            reasons::DISCOVERY_FAILED,
+        ),
+    )
+    .await;
+    let s = t.status.unwrap();
+    let msg = &condition(&s, types::DISCOVERED).message;
+    assert!(
+        msg.contains("not valid JSON") && msg.contains("next attempt at"),
+        "{msg}"
+    );
+    assert!(
+        s.model_sources.is_empty() && s.profile.is_none(),
+        "nothing partial is written"
+    );
+    assert_eq!(s.discovery.unwrap().attempts, 1);
+}
+
+#[tokio::test]
+async fn failing_pod_fails_and_retries_by_itself() {
+    // T-20, T-21: the pod exits 1; attempts grow without any outside event.
+    let ns = setup("podfail", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "fail"}]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Failed",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::DISCOVERED,
+            reasons::DISCOVERY_FAILED,
+        ),
+    )
+    .await;
+    let msg = condition(t.status.as_ref().unwrap(), types::DISCOVERED)
+        .message
+        .clone();
+    assert!(
+        msg.contains("exited with code 1") && msg.contains("attempt 1 failed"),
+        "{msg}"
+    );
+    let retried = |t: Option<&AIMServiceTemplate>| {
+        t.and_then(|t| t.status.as_ref()?.discovery.as_ref())
+            .is_some_and(|d| d.attempts >= 2)
+    };
+    let t = wait_for(
+        &api,
+        "t",
+        "a second attempt, scheduled by the operator",
+        WAIT,
+        retried,
+    )
+    .await;
+    let d = t.status.unwrap().discovery.unwrap();
+    assert!(d.last_failure.unwrap().contains("exited with code 1"));
+}
+
+#[tokio::test]
+async fn image_pull_errors_free_the_slot_and_say_why() {
+    // T-20: a job stuck on its image is deleted.
+    let ns = setup("pull", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/missing:1",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "pull-error"}]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Failed",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::DISCOVERED,
+            reasons::DISCOVERY_FAILED,
+        ),
+    )
+    .await;
+    let msg = condition(t.status.as_ref().unwrap(), types::DISCOVERED)
+        .message
+        .clone();
+    assert!(
+        msg.contains("ImagePullBackOff") && msg.contains("missing image"),
+        "{msg}"
+    );
+    let job = t.status.unwrap().discovery.unwrap().job.unwrap().name;
+    xtask::support::wait_gone(&ns.api::<Job>(), &job, "stuck job deleted", WAIT).await;
+}
+
+#[tokio::test]
+async fn restricted_namespaces_admit_the_discovery_pod() {
+    // T-16
+    operator();
+    let labels = std::collections::BTreeMap::from([(
+        "pod-security.kubernetes.io/enforce".to_string(),
+        "restricted".to_string(),
+    )]);
+    let ns = xtask::support::TestNamespace::with_labels("restricted", labels).await;
+    ns.discovery_logs(DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+}
+
+#[tokio::test]
+async fn changed_inputs_rediscover_and_a_failed_rediscovery_degrades() {
+    // T-22, T-24, T-25
+    let ns = setup("rediscover", DRY_RUN_OK).await;
+    let models = ns.api::<AIMModel>();
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let first = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let first_hash = first
+        .status
+        .as_ref()
+        .unwrap()
+        .discovery
+        .as_ref()
+        .unwrap()
+        .inputs_hash
+        .clone()
+        .unwrap();
+    // A new image is a new input: a new discovery runs and completes.
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:2",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let rediscovered = |t: Option<&AIMServiceTemplate>| {
+        t.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+            s.status == TemplatePhase::Ready
+                && s.discovery.as_ref().and_then(|d| d.inputs_hash.as_deref())
+                    != Some(first_hash.as_str())
+                && s.conditions.iter().any(|c| {
+                    c.type_ == types::DISCOVERED && c.reason == reasons::DISCOVERY_COMPLETE
+                })
+        })
+    };
+    wait_for(
+        &api,
+        "t",
+        "re-discovered for the new image",
+        WAIT,
+        rediscovered,
+    )
+    .await;
+    let jobs = ns.api::<Job>().list(&ListParams::default()).await.unwrap();
+    let live: Vec<_> = jobs
+        .items
+        .iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "T-24: the job of the older inputs was deleted"
+    );
+    // Now the image fails: the template keeps its results and is Degraded.
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:3",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "fail"}]),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Degraded",
+        WAIT,
+        phase_with(
+            TemplatePhase::Degraded,
+            types::DISCOVERED,
+            reasons::DISCOVERY_FAILED,
+        ),
+    )
+    .await;
+    assert_eq!(t.status.unwrap().model_sources.len(), 2, "old results kept");
+}
+
+#[tokio::test]
+async fn events_are_recorded_once_per_transition() {
+    // T-31
+    let ns = setup("events", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "t",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    // Events are published right after the status write: collect them from a watch until Ready's arrives.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut list: Vec<k8s_openapi::api::events::v1::Event> = Vec::new();
+    let collect = async {
+        use futures::TryStreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let mut stream =
+            std::pin::pin!(watcher(events, watcher::Config::default()).applied_objects());
+        while let Some(e) = stream.try_next().await.unwrap() {
+            let ready = e.reason.as_deref() == Some(reasons::READY);
+            list.push(e);
+            if ready {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, collect)
+        .await
+        .expect("a Ready event");
+    let complete: Vec<_> = list
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reasons::DISCOVERY_COMPLETE))
+        .collect();
+    assert_eq!(complete.len(), 1, "one DiscoveryComplete event: {list:#?}");
+    assert_eq!(
+        complete[0].series.as_ref().map(|s| s.count),
+        None,
+        "not repeated"
     );
 }
