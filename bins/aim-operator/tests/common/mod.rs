@@ -17,6 +17,71 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 
 static OPERATOR: OnceLock<()> = OnceLock::new();
 
+/// An operator this test controls: it runs on its own thread and runtime until [`RunningOperator::stop`].
+pub struct RunningOperator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningOperator {
+    /// Starts an operator and returns once its stores are synced (its first reconciles may still run).
+    pub fn start(settings: aim_operator::Settings) -> Self {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = client().await;
+                aim_operator::run(client, settings, async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it (graceful shutdown) and waits until it is gone.
+    pub fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("operator thread");
+        }
+    }
+}
+
+/// Makes sure the operator namespace exists and its discovery pods print [`DRY_RUN_OK`].
+pub async fn system_namespace() {
+    let client = client().await;
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": SYSTEM_NAMESPACE}}))
+            .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            SYSTEM_NAMESPACE,
+            &PatchParams::apply("aim-e2e"),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
+    xtask::support::canned_logs(
+        &client,
+        SYSTEM_NAMESPACE,
+        "discovery",
+        DRY_RUN_OK.as_bytes(),
+    )
+    .await;
+}
+
 /// Starts the operator once for this test binary (its own thread and runtime, so it outlives each test's
 /// runtime) and returns once its stores are synced.
 pub fn operator() {

@@ -1,0 +1,235 @@
+//! End-to-end: the cluster-wide discovery limit (T-23, T-24) across operator restarts, and no
+//! re-discovery of Ready templates after a restart (T-25). One test, because it stops and starts the
+//! operator of this binary.
+
+mod common;
+
+use aim_api::*;
+use common::*;
+use futures::TryStreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xtask::support::{TestNamespace, WAIT, wait_for};
+
+const TEMPLATES: usize = 25;
+const LIMIT: usize = 10;
+
+/// Watches every discovery Job in the cluster and records the most that were active at one instant.
+#[derive(Default)]
+struct JobWatch {
+    active: BTreeSet<String>,
+    max: usize,
+    created: Vec<String>,
+}
+
+fn active(job: &Job) -> bool {
+    job.metadata.deletion_timestamp.is_none()
+        && !job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            })
+}
+
+fn spawn_job_watch(client: kube::Client) -> Arc<Mutex<JobWatch>> {
+    let state = Arc::new(Mutex::new(JobWatch::default()));
+    let s = state.clone();
+    let jobs: Api<Job> = Api::all(client);
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels("app.kubernetes.io/component=discovery");
+        let mut stream = std::pin::pin!(watcher(jobs, cfg).default_backoff());
+        while let Ok(Some(ev)) = stream.try_next().await {
+            let mut w = s.lock().unwrap();
+            match ev {
+                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                    let key = format!(
+                        "{}/{}",
+                        j.metadata.namespace.clone().unwrap_or_default(),
+                        j.metadata.name.clone().unwrap_or_default()
+                    );
+                    if active(&j) {
+                        if w.active.insert(key.clone()) {
+                            w.created.push(key);
+                        }
+                    } else {
+                        w.active.remove(&key);
+                    }
+                    w.max = w.max.max(w.active.len());
+                }
+                watcher::Event::Delete(j) => {
+                    let key = format!(
+                        "{}/{}",
+                        j.metadata.namespace.clone().unwrap_or_default(),
+                        j.metadata.name.clone().unwrap_or_default()
+                    );
+                    w.active.remove(&key);
+                }
+                _ => {}
+            }
+        }
+    });
+    state
+}
+
+async fn count(
+    api: &Api<AIMServiceTemplate>,
+    pred: impl Fn(&ServiceTemplateStatus) -> bool,
+) -> usize {
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|t| t.status.as_ref().is_some_and(&pred))
+        .count()
+}
+
+/// Waits until `n` templates satisfy `pred`, by watching the namespace's templates.
+async fn wait_count(
+    api: &Api<AIMServiceTemplate>,
+    n: usize,
+    what: &str,
+    pred: impl Fn(&ServiceTemplateStatus) -> bool,
+) {
+    let watch = async {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut stream =
+            std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
+        while let Some(t) = stream.try_next().await.unwrap() {
+            seen.insert(
+                t.metadata.name.clone().unwrap(),
+                t.status.as_ref().is_some_and(&pred),
+            );
+            if seen.values().filter(|v| **v).count() >= n {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(120), watch)
+        .await
+        .is_err()
+    {
+        panic!(
+            "timed out waiting for {n} templates {what}; {} do",
+            count(api, &pred).await
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_limit_holds_across_restarts_and_ready_templates_stay_discovered() {
+    system_namespace().await;
+    let ns = TestNamespace::new("limit").await;
+    ns.discovery_logs(DRY_RUN_OK).await;
+    let watch = spawn_job_watch(ns.client.clone());
+    let settings = aim_operator::Settings {
+        system_namespace: SYSTEM_NAMESPACE.into(),
+        backoff_base: BACKOFF_BASE,
+        ..Default::default()
+    };
+    let mut operator = RunningOperator::start(settings.clone());
+
+    // Dry-runs that do not finish, so that slots stay taken.
+    let models = ns.api::<AIMModel>();
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim:1",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "hang"}]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    for i in 0..TEMPLATES {
+        apply(&api, &template(&ns.name, &format!("t{i:02}"), serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }))).await;
+    }
+    // T-23: ten run, fifteen wait with a queue position.
+    let waiting = |s: &ServiceTemplateStatus| {
+        s.status == TemplatePhase::Pending
+            && s.discovery
+                .as_ref()
+                .is_some_and(|d| d.queue_position.is_some())
+    };
+    wait_count(&api, TEMPLATES - LIMIT, "waiting for a slot", waiting).await;
+    assert_eq!(watch.lock().unwrap().active.len(), LIMIT);
+
+    // T-23: a restarted operator rebuilds its accounting before creating any job.
+    operator.stop();
+    operator = RunningOperator::start(settings.clone());
+    wait_count(
+        &api,
+        TEMPLATES - LIMIT,
+        "still waiting after the restart",
+        waiting,
+    )
+    .await;
+    assert_eq!(watch.lock().unwrap().active.len(), LIMIT);
+
+    // Inputs change (the env is an input): old jobs go (T-24), slots pass on, and all reach Ready.
+    apply(
+        &models,
+        &model(&ns.name, "m", "example.test/aim:1", serde_json::json!([])),
+    )
+    .await;
+    wait_count(&api, TEMPLATES, "Ready", |s| {
+        s.status == TemplatePhase::Ready
+    })
+    .await;
+    let max = watch.lock().unwrap().max;
+    assert!(
+        max <= LIMIT,
+        "T-23: {max} discovery jobs were active at once"
+    );
+    let ours = api.list(&ListParams::default()).await.unwrap();
+    for t in &ours.items {
+        let q = t
+            .status
+            .as_ref()
+            .unwrap()
+            .discovery
+            .as_ref()
+            .unwrap()
+            .queue_position;
+        assert_eq!(q, None, "no queue position once discovered");
+    }
+
+    // T-25: after a restart, Ready templates are not discovered again.
+    operator.stop();
+    let created_before = watch.lock().unwrap().created.len();
+    let operator = RunningOperator::start(settings);
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "sentinel",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    wait_for(&api, "sentinel", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let w = watch.lock().unwrap();
+    let new: Vec<_> = w.created[created_before..]
+        .iter()
+        .filter(|k| !k.contains("sentinel"))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "jobs created for Ready templates after a restart: {new:?}"
+    );
+    drop(w);
+    operator.stop();
+    let jobs = ns.api::<Job>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        jobs.items.iter().all(|j| !active(j)),
+        "no discovery left running"
+    );
+}
