@@ -98,7 +98,7 @@ impl DiscoveryQueue {
             SlotRequest::Granted
         } else {
             SlotRequest::Waiting {
-                position: position - free,
+                position,
                 active: self.active.len(),
                 max: self.max,
             }
