@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`.
 
 mod crdgen;
+mod demo;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +26,12 @@ enum Task {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
+    },
+    /// Run the operator on the local cluster with the sample catalog in examples/ and show the templates.
+    Demo {
+        /// Stop once every template has settled (default: keep the operator running until Ctrl-C).
+        #[arg(long)]
+        exit_when_settled: bool,
     },
     /// Build the test control plane binaries into the cache (no cluster is started).
     BuildTestenv,
@@ -69,6 +76,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Test { keep, args } => test(keep, &args),
+        Task::Demo { exit_when_settled } => demo::run(exit_when_settled),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());
             Ok(())

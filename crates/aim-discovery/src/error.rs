@@ -8,48 +8,80 @@ const MIB: usize = 1024 * 1024;
 pub enum ParseError {
     /// The log is longer than the byte limit.
     #[error("the dry-run log is {size} bytes, over the limit of {limit} bytes ({})", mib(*limit))]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// Bytes in the log.
+        size: usize,
+        /// The byte limit.
+        limit: usize,
+    },
     /// No JSON array of results anywhere in the log.
     #[error(
         "no JSON array of results in the dry-run log ({size} bytes); it starts with: \"{excerpt}\""
     )]
-    NoArray { size: usize, excerpt: String },
+    NoArray {
+        /// Bytes in the log.
+        size: usize,
+        /// The start of the log, printable, at most 120 characters.
+        excerpt: String,
+    },
     /// The result is `[]`: the image found no profile for these inputs.
     #[error(
         "the dry-run result is an empty JSON array `[]` (ending on line {line} of the log): the image found no profile for these inputs"
     )]
-    Empty { line: usize },
+    Empty {
+        /// 1-based line of the log where the last `[]` ends.
+        line: usize,
+    },
     /// The result array is not valid JSON (for example cut short).
     #[error(
         "the dry-run result is not valid JSON: {message} at line {line}, column {column} (byte {offset}) of the log, near \"{excerpt}\""
     )]
     InvalidJson {
+        /// What the JSON parser found wrong, e.g. `EOF while parsing a list`.
         message: String,
+        /// Byte offset in the log where it broke.
         offset: usize,
+        /// 1-based line of the log where it broke.
         line: usize,
+        /// 1-based column (in bytes) where it broke.
         column: usize,
+        /// Printable text around the break, at most 120 characters, the break marked `<HERE>`.
         excerpt: String,
     },
     /// The first element lacks something it must have (`profile`, `models`, a source's `name`, …).
     #[error("the first dry-run result is malformed: {message}")]
-    InvalidElement { message: String },
+    InvalidElement {
+        /// What is missing or of the wrong kind, with its path, e.g. `` `models[0].name` is missing ``.
+        message: String,
+    },
     /// A value outside what the API allows, e.g. `profile.metadata.metric`.
     #[error("the dry-run result has `{field}` = {value}, which is not allowed; allowed: {allowed}")]
     InvalidValue {
+        /// Path of the value, e.g. `profile.metadata.metric`.
         field: String,
+        /// The value as JSON, cut to a readable length.
         value: String,
+        /// What the API allows there.
         allowed: String,
     },
     /// A model source URI that the API server would reject.
     #[error(
         "model source \"{name}\" of the dry-run result has source URI \"{uri}\", which is not hf://… or s3://… without whitespace"
     )]
-    InvalidSourceUri { name: String, uri: String },
+    InvalidSourceUri {
+        /// Name of the model source.
+        name: String,
+        /// Its URI, printable, cut to a readable length.
+        uri: String,
+    },
     /// A `size_gb` that is no size: negative, not a number, or too large for bytes in an int64.
     #[error("model source \"{name}\" of the dry-run result has size_gb = {value}: {reason}")]
     InvalidSize {
+        /// Name of the model source.
         name: String,
+        /// The `size_gb` value as JSON.
         value: String,
+        /// Why it is no size.
         reason: String,
     },
 }

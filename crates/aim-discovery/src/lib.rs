@@ -6,6 +6,8 @@
 //! container log into a [`DryRunResult`] with [`parse_dry_run`] (T-17..T-19). Everything here is
 //! deterministic: the same inputs always give byte-identical output.
 
+#![warn(missing_docs)]
+
 mod error;
 mod excerpt;
 mod hash;

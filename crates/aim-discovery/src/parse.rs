@@ -54,8 +54,9 @@ pub fn parse_dry_run(log: &[u8], limit: usize) -> Result<DryRunResult, ParseErro
                 None => tried.push((start, end, end)),
             },
             Err(err) => {
+                // An array starting exactly where this one broke is still tried on its own.
                 let at = start + error_offset(slice, &err);
-                tried.push((start, end, at + 1));
+                tried.push((start, end, at));
                 if failure.is_none() {
                     failure = Some((end, at, err));
                 }

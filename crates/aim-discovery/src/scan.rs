@@ -166,3 +166,66 @@ fn break_open(stack: &mut Vec<Open>, end: usize, out: &mut Scan) {
     }
     stack.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(log: &str) -> Vec<(usize, usize)> {
+        scan(log.as_bytes())
+            .candidates
+            .iter()
+            .map(|c| (c.start, c.end))
+            .collect()
+    }
+
+    #[test]
+    fn candidates_start_a_line_or_the_top_level() {
+        assert_eq!(spans(r#"[{"a":1}]"#), [(0, 9)]);
+        assert_eq!(spans("x: [ {}]"), [(3, 8)]);
+        assert_eq!(spans("[INFO] [x] [ok]"), []);
+        // Inside an open bracket, only a `[` that starts a line is a candidate.
+        assert_eq!(spans("[ a [{}] \n  [{}]"), [(12, 16)]);
+    }
+
+    #[test]
+    fn an_unclosed_bracket_does_not_hide_what_follows() {
+        let log = "[worker 3 starting\n[{\"a\": [1]}]\ndone";
+        assert_eq!(spans(log), [(19, 31)]);
+    }
+
+    #[test]
+    fn strings_hide_brackets_and_end_at_the_line() {
+        assert_eq!(spans(r#"[{"a": "]}["}]"#), [(0, 14)]);
+        assert_eq!(spans(r#"[{"a": "\"]"}]"#), [(0, 14)]);
+        // A newline inside a string breaks the candidate; the next line starts clean.
+        let log = "[{\"a\": \"cut\n[{}]";
+        assert_eq!(spans(log), [(0, 12), (12, 16)]);
+    }
+
+    #[test]
+    fn mismatched_brackets_break_the_candidate() {
+        assert_eq!(spans("[{]\n[{}]"), [(0, 3), (4, 8)]);
+    }
+
+    #[test]
+    fn unclosed_candidates_end_at_the_end() {
+        assert_eq!(spans("noise\n[{\"a\": 1,"), [(6, 15)]);
+    }
+
+    #[test]
+    fn empty_arrays_are_noted() {
+        let found = scan(b"[{}]\n[ ]\n[ok]");
+        assert_eq!(found.last_empty_end, Some(8));
+        assert!(scan(b"[ok]").last_empty_end.is_none());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let log = "[{".repeat(10 * MAX_DEPTH);
+        let found = scan(log.as_bytes());
+        // Only the outermost candidate of each dropped half and the one open at the end are kept.
+        assert!(found.candidates.len() <= 20, "{}", found.candidates.len());
+        assert!(found.candidates.windows(2).all(|w| w[0].end <= w[1].end));
+    }
+}

@@ -495,6 +495,22 @@ fn a_broken_array_after_a_good_one_does_not_hide_it() {
 }
 
 #[test]
+fn an_array_where_a_noise_fragment_broke_is_still_found() {
+    // The fragment `[{` breaks exactly where the array starts; the array is still tried on its own.
+    let log = format!("[{{\n{}}}]\n", clean_array());
+    assert_eq!(parse(&log).unwrap(), expected());
+}
+
+#[test]
+fn the_failure_that_ends_last_is_reported() {
+    let cut = "[{\"profile\": {";
+    let err = parse(&format!("[]\n{cut}")).unwrap_err();
+    assert!(matches!(err, ParseError::InvalidJson { .. }), "{err:?}");
+    let err = parse(&format!("{cut}\n]\n[]\n")).unwrap_err();
+    assert_eq!(err, ParseError::Empty { line: 3 });
+}
+
+#[test]
 fn failures_are_deterministic() {
     // T-30: the same log gives the same message.
     let full = clean_array();
