@@ -133,10 +133,10 @@ impl Context {
         {
             let mut queue = ctx.queue.lock().expect("queue lock");
             for job in ctx.stores.jobs.state() {
-                if watches::job_is_active(&job) {
-                    if let Some(key) = watches::template_key_of_job(&job) {
-                        queue.occupy(&watches::job_key(&job), &key);
-                    }
+                if watches::job_is_active(&job)
+                    && let Some(key) = watches::template_key_of_job(&job)
+                {
+                    queue.occupy(&watches::job_key(&job), &key);
                 }
             }
         }

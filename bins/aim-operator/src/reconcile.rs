@@ -101,7 +101,7 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             status: status.as_ref(),
         },
         namespace_model: ns_model.as_deref().map(|m| ModelCandidate {
-            name: &m.metadata.name.as_deref().unwrap_or_default()[..],
+            name: m.metadata.name.as_deref().unwrap_or_default(),
             namespace: m.metadata.namespace.as_deref(),
             uid: m.metadata.uid.as_deref(),
             spec: &m.spec.common,
@@ -139,7 +139,7 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
     // Decide, fetching what the decision asks for.
     let plan = loop {
         match aim_resolve::decide(&obs) {
-            Decision::Plan(plan) => break plan,
+            Decision::Plan(plan) => break *plan,
             Decision::Need(Need::Log { namespace, job }) => {
                 obs.log = read_discovery_log(&ctx, &namespace, &job).await
             }

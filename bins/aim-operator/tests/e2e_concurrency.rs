@@ -216,16 +216,15 @@ async fn discovery_limit_holds_across_restarts_and_ready_templates_stay_discover
     )
     .await;
     wait_for(&api, "sentinel", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
-    let w = watch.lock().unwrap();
-    let new: Vec<_> = w.created[created_before..]
+    let new: Vec<String> = watch.lock().unwrap().created[created_before..]
         .iter()
         .filter(|k| !k.contains("sentinel"))
+        .cloned()
         .collect();
     assert!(
         new.is_empty(),
         "jobs created for Ready templates after a restart: {new:?}"
     );
-    drop(w);
     operator.stop();
     let jobs = ns.api::<Job>().list(&ListParams::default()).await.unwrap();
     assert!(

@@ -1,6 +1,9 @@
 //! The AIM API (`aim.eai.amd.com/v1alpha1`): custom resource types, shared enums, label keys and
 //! condition vocabulary. No client code lives here, so any controller can depend on it.
 
+// `#[kube(printcolumn(type_ = "string", ...))]` repeats on purpose; clippy reads it as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cache;
 pub mod common;
 pub mod conditions;

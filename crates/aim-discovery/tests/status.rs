@@ -7,6 +7,7 @@ use aim_api::{ServiceTemplateStatus, TemplatePhase, is_valid_source_uri};
 use aim_discovery::{DEFAULT_LOG_LIMIT, DryRunResult, parse_dry_run};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use std::sync::OnceLock;
 
 /// Checks `value` against a structural OpenAPI v3 schema as the API server would, for the keywords the
 /// status schemas use. Any other validating keyword fails the check, so a new one cannot slip by.
@@ -107,15 +108,19 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
 }
 
 /// The status schema of both template kinds.
-fn status_schemas() -> Vec<Value> {
-    aim_api::crds()
-        .into_iter()
-        .filter(|c| c.spec.names.kind.ends_with("ServiceTemplate"))
-        .map(|c| {
-            let crd = serde_json::to_value(c).unwrap();
-            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"].clone()
-        })
-        .collect()
+fn status_schemas() -> &'static [Value] {
+    static SCHEMAS: OnceLock<Vec<Value>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        aim_api::crds()
+            .into_iter()
+            .filter(|c| c.spec.names.kind.ends_with("ServiceTemplate"))
+            .map(|c| {
+                let crd = serde_json::to_value(c).unwrap();
+                crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+                    .clone()
+            })
+            .collect()
+    })
 }
 
 /// The status T-18 writes from a result.
@@ -142,7 +147,7 @@ fn assert_accepted(result: &DryRunResult) -> Result<(), String> {
     let status = status_from(result);
     let schemas = status_schemas();
     assert_eq!(schemas.len(), 2);
-    for schema in &schemas {
+    for schema in schemas {
         check(schema, &status, "status")?;
     }
     // The printer columns read these as strings.

@@ -65,10 +65,10 @@ impl NodeGpus {
                 if !id.is_empty() {
                     ids.insert(id);
                 }
-            } else if let Some(id) = key.strip_prefix(DEVICE_ID_COUNT_PREFIX) {
-                if count_is_positive(value) {
-                    ids.insert(normalize_device_id(id));
-                }
+            } else if let Some(id) = key.strip_prefix(DEVICE_ID_COUNT_PREFIX)
+                && count_is_positive(value)
+            {
+                ids.insert(normalize_device_id(id));
             }
         }
         let has_id_label = labels.keys().any(|k| is_device_id_key(k));
@@ -85,17 +85,16 @@ impl NodeGpus {
                 }
             })
             .collect();
-        if !has_id_label {
-            if let Some(family) = labels.get(FAMILY_LABEL).filter(|f| !f.trim().is_empty()) {
-                let model = normalize_model(family);
-                let vram =
-                    vram_label.or_else(|| catalog().by_model(&model).map(|m| m.vram_bytes()));
-                gpus.push(NodeGpu {
-                    model,
-                    identified: Identified::Family(family.clone()),
-                    vram_bytes: vram,
-                });
-            }
+        if !has_id_label
+            && let Some(family) = labels.get(FAMILY_LABEL).filter(|f| !f.trim().is_empty())
+        {
+            let model = normalize_model(family);
+            let vram = vram_label.or_else(|| catalog().by_model(&model).map(|m| m.vram_bytes()));
+            gpus.push(NodeGpu {
+                model,
+                identified: Identified::Family(family.clone()),
+                vram_bytes: vram,
+            });
         }
         gpus.sort_by(|a, b| (&a.model, &a.identified).cmp(&(&b.model, &b.identified)));
         let schedulable = !node

@@ -93,7 +93,7 @@ pub fn parse_vram_label(v: &str) -> Result<u64, SizeError> {
 
 /// Formats bytes for messages: whole GiB when exact (`192Gi`), else MiB.
 pub fn format_bytes(bytes: u64) -> String {
-    if bytes % (1 << 30) == 0 {
+    if bytes.is_multiple_of(1 << 30) {
         format!("{}Gi", bytes >> 30)
     } else {
         format!("{}Mi", bytes >> 20)

@@ -115,7 +115,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Need(Need),
-    Plan(Plan),
+    Plan(Box<Plan>),
 }
 
 /// Default first retry delay after a failed discovery (T-21).
@@ -375,14 +375,14 @@ pub fn decide(obs: &Observation) -> Decision {
     let old = t.status.cloned().unwrap_or_default();
     if t.paused {
         // T-32: status and children frozen.
-        return Decision::Plan(Plan {
+        return Decision::Plan(Box::new(Plan {
             status: old,
             create_job: None,
             delete_jobs: Vec::new(),
             requeue_after: None,
             events: Vec::new(),
             waiting_for_slot: false,
-        });
+        }));
     }
     let now = Time(obs.now);
     let mut st = old.clone();
@@ -928,14 +928,14 @@ pub fn decide(obs: &Observation) -> Decision {
     events.extend(events_extra);
     delete_jobs.sort();
     delete_jobs.dedup();
-    Decision::Plan(Plan {
+    Decision::Plan(Box::new(Plan {
         status: st,
         create_job,
         delete_jobs,
         requeue_after,
         events,
         waiting_for_slot,
-    })
+    }))
 }
 
 fn discovered_message(st: &ServiceTemplateStatus) -> String {

@@ -131,7 +131,7 @@ impl World {
         let mut obs = self.obs(&inventory, LogRead::NotRead, Slot::NotAsked);
         for _ in 0..3 {
             match decide(&obs) {
-                Decision::Plan(p) => return p,
+                Decision::Plan(p) => return *p,
                 Decision::Need(Need::Log { .. }) => obs.log = log.clone(),
                 Decision::Need(Need::Slot { .. }) => obs.slot = slot,
             }
