@@ -33,6 +33,11 @@ enum Task {
         #[arg(long)]
         exit_when_settled: bool,
     },
+    /// Run the criterion benchmarks (the dry-run parser; extra arguments go to criterion).
+    Bench {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build the test control plane binaries into the cache (no cluster is started).
     BuildTestenv,
     /// Run every test: bring the test cluster up, run unit and end-to-end tests, bring it down.
@@ -77,6 +82,17 @@ fn main() -> Result<()> {
         }
         Task::Test { keep, args } => test(keep, &args),
         Task::Demo { exit_when_settled } => demo::run(exit_when_settled),
+        Task::Bench { args } => {
+            let status = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .current_dir(testenv::workspace_root())
+            .args(["bench", "-p", "aim-discovery", "--"])
+            .args(&args)
+            .status()?;
+            anyhow::ensure!(status.success(), "benchmarks failed ({status})");
+            Ok(())
+        }
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());
             Ok(())

@@ -369,3 +369,24 @@ async fn a_pod_with_the_failure_label_fails() {
         .unwrap();
     assert_eq!(term.exit_code, 1);
 }
+
+#[tokio::test]
+async fn claims_of_the_default_class_become_bound() {
+    // The test control plane binds PersistentVolumeClaims (kwok volume stages), for the cache tests.
+    let ns = TestNamespace::new("pvc").await;
+    let pvcs = ns.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>();
+    let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "weights", "namespace": ns.name },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } },
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    let bound = |p: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaim>| {
+        p.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound")
+    };
+    let p = wait_for(&pvcs, "weights", "PVC Bound", WAIT, bound).await;
+    assert_eq!(
+        p.spec.unwrap().storage_class_name.as_deref(),
+        Some("kwok-volume")
+    );
+}

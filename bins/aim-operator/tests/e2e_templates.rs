@@ -811,3 +811,239 @@ async fn events_are_recorded_once_per_transition() {
         "not repeated"
     );
 }
+
+#[tokio::test]
+async fn discovery_job_env_pull_secrets_and_service_account() {
+    // T-14, T-15: env order, template pull secrets and service account win over the model's.
+    let ns = setup("jobenv", DRY_RUN_OK).await;
+    let mut m = model(
+        &ns.name,
+        "m",
+        "example.test/aim-qwen:1",
+        serde_json::json!([{"name": "MODEL_ONLY", "value": "1"}, {"name": "SHARED", "value": "model"}]),
+    );
+    m.spec.common.image_pull_secrets = vec![k8s_openapi::api::core::v1::LocalObjectReference {
+        name: "model-pull".into(),
+    }];
+    m.spec.common.service_account_name = Some("model-sa".into());
+    apply(&ns.api(), &m).await;
+    // The Job controller creates the pod only when its service account exists.
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "team-sa", "namespace": ns.name}}),
+    )
+    .unwrap();
+    apply(&ns.api(), &sa).await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "t", serde_json::json!({
+        "modelName": "m", "metric": "latency", "precision": "fp8", "profileId": "p-1",
+        "hardware": { "gpu": { "requests": 2, "model": "mi300x" } },
+        "imagePullSecrets": [{"name": "team-pull"}], "serviceAccountName": "team-sa",
+        "env": [{"name": "SHARED", "value": "template"}, {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+    }))).await;
+    let t = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let job = ns
+        .api::<Job>()
+        .get(&t.status.unwrap().discovery.unwrap().job.unwrap().name)
+        .await
+        .unwrap();
+    let labels = job.metadata.labels.clone().unwrap();
+    assert_eq!(labels["aim.eai.amd.com/template"], "t");
+    assert_eq!(labels["aim.eai.amd.com/template-scope"], "Namespace");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "aim-operator");
+    assert_eq!(labels["app.kubernetes.io/component"], "discovery");
+    let spec = job.spec.unwrap();
+    assert_eq!(
+        (
+            spec.backoff_limit,
+            spec.ttl_seconds_after_finished,
+            spec.active_deadline_seconds
+        ),
+        (Some(0), Some(600), Some(600))
+    );
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("team-sa"));
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "team-pull");
+    let c = &pod.containers[0];
+    assert_eq!(
+        (c.name.as_str(), c.args.clone().unwrap()),
+        (
+            "discovery",
+            vec!["dry-run".to_string(), "--format=json".to_string()]
+        )
+    );
+    let env: Vec<(String, Option<String>)> = c
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value))
+        .collect();
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "AIM_LOG_LEVEL_ROOT",
+            "AIM_LOG_LEVEL",
+            "MODEL_ONLY",
+            "SHARED",
+            "HF_TOKEN",
+            "AIM_METRIC",
+            "AIM_PRECISION",
+            "AIM_GPU_MODEL",
+            "AIM_GPU_COUNT",
+            "AIM_PROFILE_ID"
+        ]
+    );
+    let value = |n: &str| {
+        env.iter()
+            .find(|(k, _)| k == n)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        value("SHARED").as_deref(),
+        Some("template"),
+        "later entries win"
+    );
+    assert_eq!(value("AIM_GPU_MODEL").as_deref(), Some("MI300X"));
+    assert_eq!(value("AIM_GPU_COUNT").as_deref(), Some("2"));
+    assert!(
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_none_or(|r| !r.contains_key("amd.com/gpu")),
+        "no GPU requests"
+    );
+    assert!(pod.affinity.is_none(), "no node affinity");
+}
+
+#[tokio::test]
+async fn a_settled_template_is_not_rewritten() {
+    // T-30: a Ready template whose world does not change is not written again. A second template that
+    // settles afterwards gives any write loop time to show.
+    let ns = setup("stable", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "a",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let a = wait_for(&api, "a", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let rv = a.metadata.resource_version.clone();
+    // An unrelated metadata change triggers a reconcile that must not write.
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "x"}}});
+    let labelled = api
+        .patch(
+            "a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "b",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    wait_for(&api, "b", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let a = api.get("a").await.unwrap();
+    assert_ne!(rv, labelled.metadata.resource_version);
+    assert_eq!(
+        a.metadata.resource_version, labelled.metadata.resource_version,
+        "status rewritten without a change"
+    );
+}
+
+#[tokio::test]
+async fn paused_templates_are_frozen() {
+    // T-32: a paused template keeps its status when its model goes; a sibling shows the change was seen.
+    let ns = setup("paused", DRY_RUN_OK).await;
+    let models = ns.api::<AIMModel>();
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    let sources = serde_json::json!([{"name": "w", "sourceURI": "hf://a/b"}]);
+    let mut paused = template(
+        &ns.name,
+        "paused",
+        serde_json::json!({ "modelName": "m", "modelSources": sources }),
+    );
+    apply(&api, &paused).await;
+    wait_for(&api, "paused", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    paused.metadata.annotations = Some(
+        [(
+            labels::RECONCILIATION_PAUSED.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    apply(&api, &paused).await;
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "sibling",
+            serde_json::json!({ "modelName": "m", "modelSources": sources }),
+        ),
+    )
+    .await;
+    wait_for(&api, "sibling", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    models.delete("m", &Default::default()).await.unwrap();
+    wait_for(
+        &api,
+        "sibling",
+        "Failed",
+        WAIT,
+        phase(TemplatePhase::Failed),
+    )
+    .await;
+    let t = api.get("paused").await.unwrap();
+    assert_eq!(
+        t.status.unwrap().status,
+        TemplatePhase::Ready,
+        "paused template frozen"
+    );
+    // Unpaused, it catches up.
+    paused.metadata.annotations = Some(
+        [(
+            labels::RECONCILIATION_PAUSED.to_string(),
+            "false".to_string(),
+        )]
+        .into(),
+    );
+    apply(&api, &paused).await;
+    wait_for(
+        &api,
+        "paused",
+        "Failed once unpaused",
+        WAIT,
+        phase(TemplatePhase::Failed),
+    )
+    .await;
+}

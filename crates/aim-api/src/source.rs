@@ -37,7 +37,9 @@ pub struct ModelSource {
     pub env: Vec<EnvVar>,
 }
 
-/// The wire form of [`ModelSource`]: both spellings of each field, exactly one of each set.
+// The wire form of `ModelSource`: both spellings of each field, exactly one of each set.
+/// A model artifact to download: weights, tokenizer, … Set exactly one of `name` / `modelId` and one of
+/// `sourceURI` / `sourceUri` (the second spellings are those of older manifests).
 #[derive(Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.name) != has(self.modelId)").message("set exactly one of name or modelId (modelId is the older spelling of name)"))]
