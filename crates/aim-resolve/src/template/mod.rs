@@ -5,17 +5,13 @@
 
 use crate::conditions::{ConditionSpec, PlannedEvent, merge_conditions, transition_events};
 use crate::model::{ModelCandidate, ModelResolution, resolve_model};
-use crate::runtime_config::{
-    ConfigCandidate, ConfigResolution, EffectiveConfig, resolve_runtime_config,
-};
+use crate::runtime_config::{ConfigCandidate, ConfigResolution, resolve_runtime_config};
 use aim_api::conditions::{reasons, types};
 use aim_api::{
-    CachePhase, DiscoveryStatus, JobReference, ModelSourceStatus, ServiceTemplateCommon,
-    ServiceTemplateStatus, TemplatePhase, TemplateScope,
+    CachePhase, DiscoveryStatus, JobReference, ServiceTemplateCommon, ServiceTemplateStatus,
+    TemplatePhase, TemplateScope,
 };
-use aim_discovery::{
-    ANNOTATION_INPUTS_HASH, DiscoveryInputs, discovery_job, inputs_hash, job_name, parse_dry_run,
-};
+use aim_discovery::{ANNOTATION_INPUTS_HASH, discovery_job, inputs_hash, job_name, parse_dry_run};
 use aim_hardware::{
     Availability, DiscoveredHardware, Inventory, availability, hardware_summary, resolve_hardware,
 };
@@ -23,6 +19,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
+
+mod inputs;
+mod jobs;
+mod results;
+
+use inputs::discovery_inputs;
+use jobs::{failed_job_message, image_pull_failure, job_has, pods_of};
+use results::{discovered_hardware, static_profile, static_sources};
 
 /// The template being decided on (either scope).
 #[derive(Debug, Clone)]
@@ -165,204 +169,6 @@ fn is_true(status: &ServiceTemplateStatus, type_: &str, reason: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True" && c.reason == reason)
-}
-
-fn job_has(job: &Job, type_: &str) -> Option<(String, String)> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-        .map(|c| {
-            (
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default(),
-            )
-        })
-}
-
-fn pods_of<'a>(job: &Job, pods: &[&'a Pod]) -> Vec<&'a Pod> {
-    let uid = job.metadata.uid.as_deref();
-    let mut out: Vec<&Pod> = pods
-        .iter()
-        .copied()
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(o.uid.as_str()) == uid)
-        })
-        .collect();
-    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    out
-}
-
-/// A pod stuck on pulling its image: the message to report.
-fn image_pull_failure(pod: &Pod, image: &str) -> Option<String> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find_map(|s| {
-        let waiting = s.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        if !matches!(reason, "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull") {
-            return None;
-        }
-        let detail = waiting.message.clone().unwrap_or_default();
-        let lower = detail.to_ascii_lowercase();
-        let hint = if ["unauthorized", "authentication required", "denied", "forbidden", "401", "403"]
-            .iter()
-            .any(|w| lower.contains(w))
-        {
-            "this looks like missing or wrong credentials: check imagePullSecrets of the template or model"
-        } else if ["not found", "manifest unknown", "404", "does not exist", "no such"].iter().any(|w| lower.contains(w)) {
-            "this looks like a missing image or tag: check the model's image"
-        } else {
-            "check the model's image and the pull secrets"
-        };
-        Some(format!("cannot pull image {image:?} ({reason}: {detail}); {hint}"))
-    })
-}
-
-fn failed_job_message(job: &Job, pods: &[&Pod], deadline: i64) -> String {
-    let (reason, message) = job_has(job, "Failed").unwrap_or_default();
-    if reason == "DeadlineExceeded" {
-        return format!(
-            "the dry-run ran longer than activeDeadlineSeconds ({deadline}s) and was stopped"
-        );
-    }
-    let terminated = pods.iter().find_map(|p| {
-        p.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find_map(|s| s.state.as_ref()?.terminated.clone())
-    });
-    match terminated {
-        Some(t) => format!(
-            "the dry-run exited with code {}{}{}",
-            t.exit_code,
-            t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
-            t.message
-                .filter(|m| !m.is_empty())
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        ),
-        None if !message.is_empty() => format!("the discovery job failed ({reason}): {message}"),
-        None => format!("the discovery job failed ({reason})"),
-    }
-}
-
-fn discovered_hardware(profile: Option<&serde_json::Value>) -> Option<DiscoveredHardware> {
-    let meta = profile?.get("metadata")?;
-    let gpu = meta.get("gpu").and_then(|v| v.as_str()).map(str::to_string);
-    let gpu_count = meta
-        .get("gpu_count")
-        .and_then(|v| v.as_i64())
-        .and_then(|n| i32::try_from(n).ok());
-    Some(DiscoveredHardware { gpu, gpu_count })
-}
-
-/// `status.profile` for static sources (T-12): the metadata the spec gives.
-fn static_profile(spec: &ServiceTemplateCommon) -> serde_json::Value {
-    let mut meta = serde_json::Map::new();
-    if let Some(m) = spec.metric {
-        meta.insert("metric".into(), m.as_str().into());
-    }
-    if let Some(p) = spec.precision {
-        meta.insert("precision".into(), p.as_str().into());
-    }
-    if let Some(g) = spec.hardware.as_ref().and_then(|h| h.gpu.as_ref()) {
-        if let Some(model) = g.model_name() {
-            meta.insert("gpu".into(), aim_hardware::normalize_model(model).into());
-        }
-        meta.insert("gpu_count".into(), g.requests.into());
-    }
-    if let Some(t) = spec.r#type {
-        meta.insert("type".into(), t.as_str().into());
-    }
-    serde_json::json!({ "metadata": meta })
-}
-
-fn static_sources(spec: &ServiceTemplateCommon) -> Result<Vec<ModelSourceStatus>, String> {
-    spec.model_sources
-        .iter()
-        .map(|s| {
-            let size_bytes = match &s.size {
-                Some(q) => Some(
-                    aim_hardware::quantity::parse_quantity(&q.0)
-                        .ok()
-                        .and_then(|b| i64::try_from(b).ok())
-                        .ok_or_else(|| {
-                            format!(
-                                "model source {:?} has size {:?}, which is not a valid quantity",
-                                s.name, q.0
-                            )
-                        })?,
-                ),
-                None => None,
-            };
-            Ok(ModelSourceStatus {
-                name: s.name.clone(),
-                source: s.source_uri.clone(),
-                size_bytes,
-            })
-        })
-        .collect()
-}
-
-fn discovery_inputs(
-    obs: &Observation,
-    model: &ModelCandidate,
-    config: &EffectiveConfig,
-) -> DiscoveryInputs {
-    let t = &obs.template;
-    let job_namespace = match t.scope {
-        TemplateScope::Namespace => t.namespace.unwrap_or_default(),
-        TemplateScope::Cluster => obs.operator_namespace,
-    };
-    let mut inputs = DiscoveryInputs::new(
-        t.name,
-        t.scope,
-        t.uid,
-        job_namespace,
-        model.spec.image.clone(),
-    );
-    inputs.env = config
-        .env
-        .iter()
-        .chain(&model.spec.env)
-        .chain(t.env)
-        .cloned()
-        .collect();
-    inputs.image_pull_secrets = if t.spec.image_pull_secrets.is_empty() {
-        model.spec.image_pull_secrets.clone()
-    } else {
-        t.spec.image_pull_secrets.clone()
-    };
-    inputs.service_account_name = t
-        .spec
-        .service_account_name
-        .clone()
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            model
-                .spec
-                .service_account_name
-                .clone()
-                .filter(|s| !s.is_empty())
-        });
-    inputs.metric = t.spec.metric;
-    inputs.precision = t.spec.precision;
-    let gpu = t.spec.hardware.as_ref().and_then(|h| h.gpu.as_ref());
-    inputs.gpu_model = gpu
-        .and_then(|g| g.model_name())
-        .map(aim_hardware::normalize_model);
-    inputs.gpu_count = gpu.map(|g| g.requests);
-    inputs.profile_id = t.spec.profile_id.clone().filter(|p| !p.is_empty());
-    inputs.active_deadline_seconds = config.discovery_deadline_seconds;
-    inputs
 }
 
 fn ts(t: jiff::Timestamp) -> String {
