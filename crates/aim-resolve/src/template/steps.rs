@@ -1,0 +1,608 @@
+//! The steps of a template decision, each adding to the plan being built.
+
+use super::*;
+
+/// The plan being built: what each step adds.
+pub(super) struct Draft<'o, 'a> {
+    pub(super) obs: &'o Observation<'a>,
+    pub(super) old: ServiceTemplateStatus,
+    now: Time,
+    st: ServiceTemplateStatus,
+    conds: Vec<ConditionSpec>,
+    blockers: Blockers,
+    create_job: Option<Job>,
+    delete_jobs: Vec<(String, String)>,
+    requeue_after: Option<Duration>,
+    waiting_for_slot: bool,
+    events: Vec<PlannedEvent>,
+}
+
+impl<'o, 'a> Draft<'o, 'a> {
+    pub(super) fn new(obs: &'o Observation<'a>, old: ServiceTemplateStatus) -> Self {
+        let mut st = old.clone();
+        st.observed_generation = obs.template.generation;
+        Self {
+            obs,
+            old,
+            now: Time(obs.now),
+            st,
+            conds: Vec::new(),
+            blockers: Blockers::default(),
+            create_job: None,
+            delete_jobs: Vec::new(),
+            requeue_after: None,
+            waiting_for_slot: false,
+            events: Vec::new(),
+        }
+    }
+
+    pub(super) fn static_sources(&self) -> bool {
+        !self.obs.template.spec.model_sources.is_empty()
+    }
+
+    pub(super) fn condition(
+        &mut self,
+        type_: &'static str,
+        ok: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        self.conds
+            .push(ConditionSpec::new(type_, ok, reason, message));
+    }
+
+    /// T-01/T-02
+    pub(super) fn resolve_model(&mut self) -> Option<ModelCandidate<'a>> {
+        let t = &self.obs.template;
+        let resolution = resolve_model(
+            t.scope,
+            t.namespace,
+            &t.spec.model_name,
+            self.obs.namespace_model.clone(),
+            self.obs.cluster_model.clone(),
+        );
+        match resolution {
+            ModelResolution::Found { model, reference } => {
+                let what = match &reference.namespace {
+                    Some(ns) => format!("AIMModel {:?} in namespace {ns:?}", reference.name),
+                    None => format!("AIMClusterModel {:?}", reference.name),
+                };
+                let message = format!("{what}, image {}", model.spec.image);
+                self.condition(types::MODEL_FOUND, true, reasons::MODEL_FOUND, message);
+                self.st.resolved_model = Some(reference);
+                Some(model)
+            }
+            ModelResolution::NotFound { message } => {
+                self.condition(
+                    types::MODEL_FOUND,
+                    false,
+                    reasons::MODEL_NOT_FOUND,
+                    message.clone(),
+                );
+                self.blockers
+                    .add(TemplatePhase::Failed, reasons::MODEL_NOT_FOUND, message);
+                self.st.resolved_model = None;
+                None
+            }
+        }
+    }
+
+    /// T-03/T-04
+    pub(super) fn resolve_config(&mut self) -> Option<EffectiveConfig> {
+        let t = &self.obs.template;
+        let resolution = resolve_runtime_config(
+            t.scope,
+            &t.spec.runtime_config_name,
+            self.obs.namespace_config.clone(),
+            self.obs.cluster_config.clone(),
+        );
+        match resolution {
+            ConfigResolution::Resolved {
+                config,
+                reference,
+                reason,
+                message,
+            } => {
+                self.condition(types::RUNTIME_CONFIG_READY, true, reason, message);
+                self.st.resolved_runtime_config = reference;
+                Some(config)
+            }
+            ConfigResolution::NotFound { message } => {
+                self.condition(
+                    types::RUNTIME_CONFIG_READY,
+                    false,
+                    reasons::RUNTIME_CONFIG_NOT_FOUND,
+                    message.clone(),
+                );
+                self.blockers.add(
+                    TemplatePhase::Failed,
+                    reasons::RUNTIME_CONFIG_NOT_FOUND,
+                    message,
+                );
+                self.st.resolved_runtime_config = None;
+                None
+            }
+        }
+    }
+
+    /// Whether status holds discovery results for these inputs (T-22, T-25).
+    pub(super) fn results_current(&self, hash: Option<&str>) -> bool {
+        let same_inputs = hash.is_some_and(|h| {
+            self.old
+                .discovery
+                .as_ref()
+                .and_then(|d| d.inputs_hash.as_deref())
+                == Some(h)
+        });
+        !self.static_sources()
+            && same_inputs
+            && is_true(&self.old, types::DISCOVERED, reasons::DISCOVERY_COMPLETE)
+    }
+
+    /// T-06…T-10: resolved hardware, affinity and the availability verdict. True when it can run.
+    pub(super) fn judge_hardware(&mut self, discovered: Option<&DiscoveredHardware>) -> bool {
+        let resolved = resolve_hardware(self.obs.template.spec.hardware.as_ref(), discovered);
+        self.st.hardware_summary = resolved.as_ref().map(hardware_summary);
+        let verdict = availability(
+            resolved.as_ref().and_then(|r| r.gpu.as_ref()),
+            self.obs.inventory,
+        );
+        self.st.resolved_hardware = resolved;
+        self.conds.retain(|c| c.type_ != types::HARDWARE_AVAILABLE);
+        self.blockers
+            .0
+            .retain(|b| b.0 != TemplatePhase::NotAvailable);
+        self.st.resolved_node_affinity = None;
+        match verdict {
+            Ok(Availability::Available {
+                affinity, message, ..
+            }) => {
+                self.st.resolved_node_affinity = affinity;
+                self.condition(
+                    types::HARDWARE_AVAILABLE,
+                    true,
+                    reasons::HARDWARE_AVAILABLE,
+                    message,
+                );
+                true
+            }
+            Ok(Availability::NotAvailable { reason, message }) => {
+                self.condition(types::HARDWARE_AVAILABLE, false, reason, message.clone());
+                self.blockers
+                    .add(TemplatePhase::NotAvailable, reason, message);
+                false
+            }
+            Err(e) => {
+                self.condition(types::HARDWARE_AVAILABLE, false, e.reason(), e.to_string());
+                self.blockers
+                    .add(TemplatePhase::Failed, e.reason(), e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Every discovery Job of the template that is not already being deleted.
+    pub(super) fn all_jobs(&self) -> Vec<(String, String)> {
+        self.obs
+            .jobs
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .map(|j| job_ref(j))
+            .collect()
+    }
+
+    /// T-12: static sources, no discovery ever.
+    pub(super) fn static_path(&mut self) {
+        self.delete_jobs = self.all_jobs();
+        self.st.discovery = None;
+        let spec = self.obs.template.spec;
+        match static_sources(spec) {
+            Ok(sources) => {
+                self.st.model_sources = sources;
+                self.st.profile = Some(static_profile(spec));
+                let message = format!(
+                    "{} model source(s) given in the spec; no discovery runs",
+                    spec.model_sources.len()
+                );
+                self.condition(
+                    types::DISCOVERED,
+                    true,
+                    reasons::INLINE_MODEL_SOURCES,
+                    message,
+                );
+            }
+            Err(message) => {
+                self.condition(
+                    types::DISCOVERED,
+                    false,
+                    reasons::DISCOVERY_FAILED,
+                    message.clone(),
+                );
+                self.blockers
+                    .add(TemplatePhase::Failed, reasons::DISCOVERY_FAILED, message);
+            }
+        }
+    }
+
+    /// T-02/T-04/T-06: no child objects while the model or config is missing or the hardware absent.
+    pub(super) fn blocked_path(&mut self, results_current: bool) {
+        self.delete_jobs = self.all_jobs();
+        if results_current {
+            let message = discovered_message(&self.old);
+            self.condition(
+                types::DISCOVERED,
+                true,
+                reasons::DISCOVERY_COMPLETE,
+                message,
+            );
+        }
+    }
+
+    /// T-13…T-25: the discovery Job that must exist, and what its outcome means.
+    pub(super) fn discovery_path(
+        &mut self,
+        inputs: &DiscoveryInputs,
+        hash: &str,
+        results_current: bool,
+    ) -> Option<Need> {
+        let name = job_name(self.obs.template.name, hash);
+        let job_ns = inputs.job_namespace.clone();
+        // T-24: Jobs of older inputs go.
+        self.delete_jobs = self
+            .obs
+            .jobs
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .filter(|j| {
+                j.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_INPUTS_HASH))
+                    .map(String::as_str)
+                    != Some(hash)
+            })
+            .map(|j| job_ref(j))
+            .collect();
+        let mut disc = match &self.old.discovery {
+            Some(d) if d.inputs_hash.as_deref() == Some(hash) => d.clone(),
+            _ => DiscoveryStatus {
+                inputs_hash: Some(hash.to_string()),
+                ..Default::default()
+            },
+        };
+        disc.queue_position = None;
+        let need = if results_current {
+            let message = discovered_message(&self.old);
+            self.condition(
+                types::DISCOVERED,
+                true,
+                reasons::DISCOVERY_COMPLETE,
+                message,
+            );
+            None
+        } else {
+            self.discovery_step(inputs, hash, &name, &job_ns, &mut disc)
+        };
+        self.st.discovery = Some(disc);
+        need
+    }
+
+    pub(super) fn discovery_step(
+        &mut self,
+        inputs: &DiscoveryInputs,
+        hash: &str,
+        name: &str,
+        job_ns: &str,
+        disc: &mut DiscoveryStatus,
+    ) -> Option<Need> {
+        let obs = self.obs;
+        let current = obs
+            .jobs
+            .iter()
+            .copied()
+            .find(|j| j.metadata.name.as_deref() == Some(name));
+        let Some(job) = current else {
+            return self.start_or_wait(inputs, hash, name, job_ns, disc);
+        };
+        if job.metadata.deletion_timestamp.is_some() {
+            self.awaiting(
+                "waiting for the previous discovery job to be deleted",
+                TemplatePhase::Pending,
+            );
+        } else if job_has(job, "Complete").is_some() {
+            match &obs.log {
+                LogRead::NotRead => {
+                    return Some(Need::Log {
+                        namespace: job_ns.to_string(),
+                        job: name.to_string(),
+                    });
+                }
+                LogRead::Unavailable(why) => self.failure(
+                    format!("the dry-run log could not be read: {why}"),
+                    disc,
+                    job,
+                ),
+                LogRead::Text(log) => match parse_dry_run(log, obs.log_limit) {
+                    Ok(result) => {
+                        // T-18
+                        self.st.model_sources = result.model_sources.clone();
+                        self.st.profile = Some(result.profile.clone());
+                        disc.attempts = 0;
+                        disc.last_failure = None;
+                        disc.job = Some(JobReference {
+                            name: name.to_string(),
+                            namespace: job_ns.to_string(),
+                        });
+                        let found = DiscoveredHardware {
+                            gpu: result.metadata.gpu.clone(),
+                            gpu_count: result.metadata.gpu_count,
+                        };
+                        self.judge_hardware(Some(&found));
+                        let message = discovered_message(&self.st);
+                        self.condition(
+                            types::DISCOVERED,
+                            true,
+                            reasons::DISCOVERY_COMPLETE,
+                            message,
+                        );
+                    }
+                    Err(e) => self.failure(e.to_string(), disc, job),
+                },
+            }
+        } else if job_has(job, "Failed").is_some() {
+            let pods = pods_of(job, &obs.pods);
+            self.failure(
+                failed_job_message(job, &pods, inputs.active_deadline_seconds),
+                disc,
+                job,
+            );
+        } else {
+            let pods = pods_of(job, &obs.pods);
+            if let Some(message) = pods
+                .iter()
+                .find_map(|p| image_pull_failure(p, &inputs.image))
+            {
+                // T-20: a job stuck on its image is deleted, which frees its slot.
+                self.failure(message, disc, job);
+            } else if pods
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            {
+                self.awaiting(
+                    &format!("dry-run running in job {name}"),
+                    TemplatePhase::Progressing,
+                );
+            } else {
+                self.awaiting(
+                    &format!("job {name} created; waiting for its pod to start"),
+                    TemplatePhase::Pending,
+                );
+            }
+        }
+        None
+    }
+
+    /// No Job for the current inputs: wait out a backoff, wait for a slot, or create it (T-21, T-23).
+    pub(super) fn start_or_wait(
+        &mut self,
+        inputs: &DiscoveryInputs,
+        hash: &str,
+        name: &str,
+        job_ns: &str,
+        disc: &mut DiscoveryStatus,
+    ) -> Option<Need> {
+        let obs = self.obs;
+        let wait = backoff(obs.backoff_base, disc.attempts);
+        let retry_at = match (&disc.last_failure, &disc.last_attempt_time) {
+            (Some(_), Some(at)) if disc.attempts > 0 => {
+                at.0.checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
+                    .ok()
+            }
+            _ => None,
+        };
+        if let Some(at) = retry_at.filter(|at| obs.now < *at) {
+            self.failed_state(disc, wait);
+            let left = at.duration_since(obs.now).unsigned_abs();
+            self.requeue_after = Some(left.max(Duration::from_secs(1)));
+            return None;
+        }
+        match obs.slot {
+            Slot::NotAsked => {
+                return Some(Need::Slot {
+                    namespace: job_ns.to_string(),
+                    job: name.to_string(),
+                });
+            }
+            Slot::Waiting {
+                position,
+                active,
+                max,
+            } => {
+                self.waiting_for_slot = true;
+                disc.queue_position = Some(i32::try_from(position).unwrap_or(i32::MAX));
+                let message = format!(
+                    "waiting for a discovery slot: {active} of {max} running, position {position} in the queue"
+                );
+                self.awaiting(&message, TemplatePhase::Pending);
+            }
+            Slot::Granted => {
+                self.create_job = Some(discovery_job(inputs, hash));
+                disc.job = Some(JobReference {
+                    name: name.to_string(),
+                    namespace: job_ns.to_string(),
+                });
+                disc.last_attempt_time = Some(self.now.clone());
+                self.awaiting(
+                    &format!("job {name} created; waiting for its pod to start"),
+                    TemplatePhase::Pending,
+                );
+                self.events.push(PlannedEvent {
+                    warning: false,
+                    reason: "DiscoveryStarted".into(),
+                    message: format!("created discovery job {job_ns}/{name}"),
+                });
+            }
+        }
+        None
+    }
+
+    /// Earlier results in status: while re-discovering, the template stays usable (T-22).
+    pub(super) fn has_results(&self) -> bool {
+        self.old.profile.is_some() || !self.old.model_sources.is_empty()
+    }
+
+    pub(super) fn awaiting(&mut self, message: &str, phase: TemplatePhase) {
+        let (message, phase) = if self.has_results() {
+            (
+                format!("inputs changed; re-discovery is running: {message}"),
+                TemplatePhase::Ready,
+            )
+        } else {
+            (message.to_string(), phase)
+        };
+        self.condition(
+            types::DISCOVERED,
+            false,
+            reasons::AWAITING_DISCOVERY,
+            message.clone(),
+        );
+        self.blockers
+            .add(phase, reasons::AWAITING_DISCOVERY, message);
+    }
+
+    /// T-19/T-20: records the failure once, deletes the Job, and waits (T-21).
+    pub(super) fn failure(&mut self, cause: String, disc: &mut DiscoveryStatus, job: &Job) {
+        disc.attempts += 1;
+        disc.last_failure = Some(cause);
+        disc.last_attempt_time = Some(self.now.clone());
+        let wait = backoff(self.obs.backoff_base, disc.attempts);
+        self.requeue_after = Some(wait);
+        self.delete_jobs.push(job_ref(job));
+        self.failed_state(disc, wait);
+    }
+
+    pub(super) fn failed_state(&mut self, disc: &DiscoveryStatus, wait: Duration) {
+        let at = disc
+            .last_attempt_time
+            .as_ref()
+            .and_then(|t| {
+                t.0.checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
+                    .ok()
+            })
+            .map(ts)
+            .unwrap_or_default();
+        let has_results = self.has_results();
+        let message = format!(
+            "{}; attempt {} failed, next attempt at {at} (after {}s){}",
+            disc.last_failure.clone().unwrap_or_default(),
+            disc.attempts,
+            wait.as_secs(),
+            if has_results {
+                "; the previous results stay in use"
+            } else {
+                ""
+            }
+        );
+        self.condition(
+            types::DISCOVERED,
+            false,
+            reasons::DISCOVERY_FAILED,
+            message.clone(),
+        );
+        let phase = if has_results {
+            TemplatePhase::Degraded
+        } else {
+            TemplatePhase::Failed
+        };
+        self.blockers.add(phase, reasons::DISCOVERY_FAILED, message);
+    }
+
+    /// T-27: the cache seam (namespace templates with caching).
+    pub(super) fn cache(&mut self) {
+        let t = &self.obs.template;
+        if !t.caching_enabled
+            || t.scope != TemplateScope::Namespace
+            || self.st.model_sources.is_empty()
+        {
+            return;
+        }
+        let (ok, reason, phase, message) = match self.obs.cache {
+            Some(CachePhase::Warm) => (
+                true,
+                reasons::CACHE_WARM,
+                None,
+                "the model sources are cached",
+            ),
+            Some(CachePhase::Degraded) => (
+                false,
+                reasons::CACHE_DEGRADED,
+                Some(TemplatePhase::Degraded),
+                "the cache is degraded",
+            ),
+            Some(CachePhase::Failed) => (
+                false,
+                reasons::CACHE_FAILED,
+                Some(TemplatePhase::Degraded),
+                "the cache failed",
+            ),
+            _ => (
+                false,
+                reasons::WAITING_FOR_CACHE,
+                Some(TemplatePhase::Progressing),
+                "waiting for the model sources to be cached",
+            ),
+        };
+        self.condition(types::CACHE_READY, ok, reason, message);
+        if let Some(p) = phase {
+            self.blockers.add(p, reason, message);
+        }
+    }
+
+    /// T-29…T-31: the worst blocker decides; Ready is True exactly when nothing blocks.
+    pub(super) fn finish(mut self) -> Plan {
+        let ready = match self.blockers.worst() {
+            None | Some((TemplatePhase::Ready, _, _)) => {
+                self.st.status = TemplatePhase::Ready;
+                ConditionSpec::new(
+                    types::READY,
+                    true,
+                    reasons::READY,
+                    "the template is ready for services",
+                )
+            }
+            Some((phase, reason, message)) => {
+                self.st.status = *phase;
+                ConditionSpec::new(types::READY, false, reason.clone(), message.clone())
+            }
+        };
+        self.conds.push(ready);
+        let order = [
+            types::MODEL_FOUND,
+            types::RUNTIME_CONFIG_READY,
+            types::HARDWARE_AVAILABLE,
+            types::DISCOVERED,
+            types::CACHE_READY,
+            types::READY,
+        ];
+        self.conds
+            .sort_by_key(|c| order.iter().position(|o| *o == c.type_));
+        self.st.conditions = merge_conditions(
+            &self.old.conditions,
+            &self.conds,
+            &self.now,
+            self.obs.template.generation,
+        );
+        let mut events = transition_events(&self.old.conditions, &self.st.conditions);
+        events.extend(self.events);
+        self.delete_jobs.sort();
+        self.delete_jobs.dedup();
+        Plan {
+            status: self.st,
+            create_job: self.create_job,
+            delete_jobs: self.delete_jobs,
+            requeue_after: self.requeue_after,
+            events,
+            waiting_for_slot: self.waiting_for_slot,
+        }
+    }
+}
