@@ -100,19 +100,55 @@ fn main() -> Result<()> {
     }
 }
 
-/// `cargo xtask test`: unit and end-to-end tests against the real control plane.
+/// `cargo xtask test`: unit and end-to-end tests against the real control plane. Ends with one line
+/// `total: N passed, M failed` (also written to `target/test-summary.txt`).
 fn test(keep: bool, args: &[String]) -> Result<()> {
+    use std::io::{BufRead, Write};
     let kubeconfig = testenv::up()?;
-    let status =
+    let child =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(testenv::workspace_root())
             .args(["test", "--workspace"])
             .args(args)
             .env(testenv::KUBECONFIG_ENV, &kubeconfig)
-            .status();
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let status = child.and_then(|mut child| {
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut out = std::io::stdout().lock();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(word)?
+                                .trim()
+                                .rsplit(' ')
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        })
+                        .unwrap_or(0)
+                };
+                passed += count("passed");
+                failed += count("failed");
+            }
+            writeln!(out, "{line}")?;
+        }
+        child.wait()
+    });
     let down = if keep { Ok(()) } else { testenv::down() };
     let status = status?;
     down?;
+    let summary = format!("total: {passed} passed, {failed} failed");
+    std::fs::write(
+        testenv::workspace_root().join("target/test-summary.txt"),
+        format!("{summary}\n"),
+    )?;
+    println!("{summary}");
     anyhow::ensure!(status.success(), "tests failed ({status})");
     Ok(())
 }
