@@ -27,11 +27,26 @@ pub async fn client() -> Client {
     })
 }
 
-async fn try_client() -> Result<Client> {
+/// A client for the test cluster that acts as `user` in `groups` (impersonation), e.g. to prove that a
+/// ServiceAccount's RBAC is enough.
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    let mut config = config()
+        .await
+        .expect("reading the test cluster's kubeconfig");
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).expect("building an impersonating client")
+}
+
+async fn config() -> Result<Config> {
     let path = testenv::kubeconfig_path();
     let kubeconfig =
         Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+}
+
+async fn try_client() -> Result<Client> {
+    let config = config().await?;
     let client = Client::try_from(config)?;
     client
         .apiserver_version()

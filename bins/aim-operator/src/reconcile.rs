@@ -24,10 +24,15 @@ fn current_status<K: TemplateKind>(ctx: &Context, obj: &K) -> Option<ServiceTemp
         .resource_version()
         .and_then(|rv| rv.parse::<u64>().ok())
         .unwrap_or(0);
-    let written = ctx.written.lock().expect("written lock");
+    let mut written = ctx.written.lock().expect("written lock");
     match written.get(&uid) {
         Some((rv, status)) if *rv > store_rv => Some(status.clone()),
-        _ => obj.status().cloned(),
+        Some(_) => {
+            // The store caught up with our write: forget it, so the map stays small.
+            written.remove(&uid);
+            obj.status().cloned()
+        }
+        None => obj.status().cloned(),
     }
 }
 

@@ -26,6 +26,25 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Starts an operator and returns once its stores are synced (its first reconciles may still run).
     pub fn start(settings: aim_operator::Settings) -> Self {
+        Self::start_as(settings, None)
+    }
+
+    /// Starts an operator acting as the ServiceAccount `(namespace, name)` (impersonation), so that it
+    /// has only that account's RBAC.
+    pub fn start_as(
+        settings: aim_operator::Settings,
+        service_account: Option<(&str, &str)>,
+    ) -> Self {
+        let identity = service_account.map(|(ns, name)| {
+            (
+                format!("system:serviceaccount:{ns}:{name}"),
+                vec![
+                    "system:serviceaccounts".to_string(),
+                    format!("system:serviceaccounts:{ns}"),
+                    "system:authenticated".to_string(),
+                ],
+            )
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -34,7 +53,13 @@ impl RunningOperator {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = client().await;
+                let client = match &identity {
+                    Some((user, groups)) => {
+                        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+                        xtask::support::client_as(user, &groups).await
+                    }
+                    None => client().await,
+                };
                 aim_operator::run(client, settings, async move {
                     let _ = stop_rx.await;
                 })

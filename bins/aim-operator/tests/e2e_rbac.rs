@@ -1,0 +1,137 @@
+//! End-to-end: the operator does its work with only the RBAC in `deploy/manifests/` (O-05), acting as
+//! the `aim-operator` ServiceAccount. Its own binary, because it runs its own operator.
+
+mod common;
+
+use aim_api::conditions::{reasons, types};
+use aim_api::*;
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use xtask::support::{TestNamespace, WAIT, wait_for, wait_gone};
+use xtask::testenv;
+
+#[tokio::test]
+async fn the_deployed_cluster_role_is_enough() {
+    system_namespace().await;
+    let bin = testenv::bin_dir(&testenv::Versions::read().unwrap());
+    let manifests = testenv::workspace_root().join("deploy/manifests");
+    for file in ["00-namespace.yaml", "10-rbac.yaml"] {
+        let out = testenv::kubectl(&bin)
+            .args(["apply", "--server-side", "-f"])
+            .arg(manifests.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let settings = aim_operator::Settings {
+        system_namespace: SYSTEM_NAMESPACE.into(),
+        backoff_base: BACKOFF_BASE,
+        ..Default::default()
+    };
+    let operator = RunningOperator::start_as(settings, Some((SYSTEM_NAMESPACE, "aim-operator")));
+
+    // Discovery end to end: watch everything, create a Job, read its pod's log, write status, record events.
+    let ns = TestNamespace::new("rbac").await;
+    ns.discovery_logs(DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(&ns.name, "m", "example.test/aim:1", serde_json::json!([])),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "ok",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    wait_for(
+        &api,
+        "ok",
+        "Ready as the ServiceAccount",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    assert!(
+        !events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "events were recorded"
+    );
+
+    // A failing discovery: the Job is deleted.
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "bad",
+            "example.test/aim:1",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "fail"}]),
+        ),
+    )
+    .await;
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "bad",
+            serde_json::json!({ "modelName": "bad", "hardware": { "gpu": { "model": "MI300X" } } }),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "bad",
+        "Failed",
+        WAIT,
+        phase_with(
+            TemplatePhase::Failed,
+            types::DISCOVERED,
+            reasons::DISCOVERY_FAILED,
+        ),
+    )
+    .await;
+    let job = t.status.unwrap().discovery.unwrap().job.unwrap().name;
+    wait_gone(&ns.api::<Job>(), &job, "failed job deleted", WAIT).await;
+
+    // Cluster templates: discovery in the operator namespace, which enforces the restricted standard.
+    let name = format!("{}-cl", ns.name);
+    let models: Api<AIMClusterModel> = Api::all(ns.client.clone());
+    let cm: AIMClusterModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
+        "metadata": { "name": name }, "spec": { "image": "example.test/aim:1" },
+    }))
+    .unwrap();
+    apply(&models, &cm).await;
+    let cl: Api<AIMClusterServiceTemplate> = Api::all(ns.client.clone());
+    let t: AIMClusterServiceTemplate = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterServiceTemplate",
+        "metadata": { "name": name }, "spec": { "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } },
+    }))
+    .unwrap();
+    apply(&cl, &t).await;
+    wait_for(
+        &cl,
+        &name,
+        "cluster template Ready as the ServiceAccount",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    cl.delete(&name, &Default::default()).await.unwrap();
+    models.delete(&name, &Default::default()).await.unwrap();
+    operator.stop();
+}
