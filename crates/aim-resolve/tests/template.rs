@@ -722,3 +722,35 @@ proptest! {
         prop_assert_eq!(ready.status == "True", p.status.status == TemplatePhase::Ready);
     }
 }
+
+#[test]
+fn a_job_that_gets_no_pod_says_where_to_look() {
+    // T-29: Pending, and after a grace period the message points at the Job's events.
+    let mut w = World::new();
+    let p = w.plan();
+    w.apply(&p);
+    w.jobs[0].metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(NOW).unwrap(),
+        ));
+    w.now += 10;
+    let p = w.plan();
+    assert!(
+        cond(&p.status, types::DISCOVERED)
+            .message
+            .contains("waiting for its pod to start")
+    );
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(20)),
+        "looks again when the grace ends"
+    );
+    w.now += 20;
+    let p = w.plan();
+    assert_eq!(p.status.status, TemplatePhase::Pending);
+    assert!(
+        cond(&p.status, types::DISCOVERED)
+            .message
+            .contains("has no pod after 30s")
+    );
+}

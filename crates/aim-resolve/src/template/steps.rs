@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How long a discovery Job may exist without a pod before the status says so.
+pub(super) const POD_CREATION_GRACE: Duration = Duration::from_secs(30);
+
 /// The plan being built: what each step adds.
 pub(super) struct Draft<'o, 'a> {
     pub(super) obs: &'o Observation<'a>,
@@ -372,6 +375,8 @@ impl<'o, 'a> Draft<'o, 'a> {
                     &format!("dry-run running in job {name}"),
                     TemplatePhase::Progressing,
                 );
+            } else if pods.is_empty() {
+                self.no_pod_yet(job, name);
             } else {
                 self.awaiting(
                     &format!("job {name} created; waiting for its pod to start"),
@@ -380,6 +385,34 @@ impl<'o, 'a> Draft<'o, 'a> {
             }
         }
         None
+    }
+
+    /// A Job without a pod: normal for a moment; after [`POD_CREATION_GRACE`] the Job controller is
+    /// most likely refused the pod (a missing service account, quota, admission), which only the Job's
+    /// events tell.
+    fn no_pod_yet(&mut self, job: &Job, name: &str) {
+        let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let grace = jiff::SignedDuration::from_secs(POD_CREATION_GRACE.as_secs() as i64);
+        let overdue_at = created.and_then(|c| c.checked_add(grace).ok());
+        match overdue_at {
+            Some(at) if self.obs.now >= at => self.awaiting(
+                &format!(
+                    "job {name} has no pod after {}s; `kubectl describe job {name}` shows why (for example a missing service account or a quota)",
+                    POD_CREATION_GRACE.as_secs()
+                ),
+                TemplatePhase::Pending,
+            ),
+            _ => {
+                if let Some(at) = overdue_at {
+                    let left = at.duration_since(self.obs.now).unsigned_abs();
+                    self.requeue_after = Some(left.max(Duration::from_secs(1)));
+                }
+                self.awaiting(
+                    &format!("job {name} created; waiting for its pod to start"),
+                    TemplatePhase::Pending,
+                );
+            }
+        }
     }
 
     /// No Job for the current inputs: wait out a backoff, wait for a slot, or create it (T-21, T-23).
