@@ -110,18 +110,13 @@ async fn the_deployed_cluster_role_is_enough() {
     // Cluster templates: discovery in the operator namespace, which enforces the restricted standard.
     let name = format!("{}-cl", ns.name);
     let models: Api<AIMClusterModel> = Api::all(ns.client.clone());
-    let cm: AIMClusterModel = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
-        "metadata": { "name": name }, "spec": { "image": "example.test/aim:1" },
-    }))
-    .unwrap();
+    let cm = cluster_model(&name, "example.test/aim:1");
     apply(&models, &cm).await;
     let cl: Api<AIMClusterServiceTemplate> = Api::all(ns.client.clone());
-    let t: AIMClusterServiceTemplate = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterServiceTemplate",
-        "metadata": { "name": name }, "spec": { "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } },
-    }))
-    .unwrap();
+    let t = cluster_template(
+        &name,
+        serde_json::json!({ "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } }),
+    );
     apply(&cl, &t).await;
     wait_for(
         &cl,

@@ -120,15 +120,6 @@ async fn discovery_through_a_canned_dry_run_reaches_ready() {
     );
 }
 
-fn cluster_model(name: &str, image: &str) -> AIMClusterModel {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
-        "metadata": { "name": name },
-        "spec": { "image": image, "discovery": { "extractMetadata": false, "createServiceTemplates": false } },
-    }))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn cluster_template_discovers_in_the_operator_namespace() {
     // T-01 (cluster model), T-13: discovery of a cluster template runs in the operator namespace.
@@ -138,12 +129,12 @@ async fn cluster_template_discovers_in_the_operator_namespace() {
     let models: Api<AIMClusterModel> = Api::all(client.clone());
     apply(&models, &cluster_model(&name, "example.test/aim-qwen:1")).await;
     let api: Api<AIMClusterServiceTemplate> = Api::all(client.clone());
-    let t: AIMClusterServiceTemplate = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterServiceTemplate",
-        "metadata": { "name": name },
-        "spec": { "modelName": name, "metric": "latency", "precision": "fp16", "hardware": { "gpu": { "requests": 1, "model": "MI300X" } } },
-    }))
-    .unwrap();
+    let t = cluster_template(
+        &name,
+        serde_json::json!({
+            "modelName": name, "metric": "latency", "precision": "fp16", "hardware": { "gpu": { "requests": 1, "model": "MI300X" } },
+        }),
+    );
     apply(&api, &t).await;
     let t = wait_for(&api, &name, "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let s = t.status.unwrap();

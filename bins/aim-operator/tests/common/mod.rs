@@ -107,8 +107,8 @@ pub async fn system_namespace() {
     .await;
 }
 
-/// Starts the operator once for this test binary (its own thread and runtime, so it outlives each test's
-/// runtime) and returns once its stores are synced.
+/// Starts the operator once for this test binary; it runs on its own thread and runtime, so it outlives
+/// each test's runtime, until the test process exits.
 pub fn operator() {
     OPERATOR.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
@@ -118,46 +118,23 @@ pub fn operator() {
             )
             .with_test_writer()
             .try_init();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+        // Cluster templates discover in the operator namespace: its pods print the standard result.
+        // (A thread of its own: the caller is inside a test's runtime.)
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = client().await;
-                let ns: Namespace = serde_json::from_value(
-                    serde_json::json!({"metadata": {"name": SYSTEM_NAMESPACE}}),
-                )
-                .unwrap();
-                Api::<Namespace>::all(client.clone())
-                    .patch(
-                        SYSTEM_NAMESPACE,
-                        &PatchParams::apply("aim-e2e"),
-                        &Patch::Apply(&ns),
-                    )
-                    .await
-                    .unwrap();
-                // Cluster templates discover in the operator namespace: its pods print the standard result.
-                xtask::support::canned_logs(
-                    &client,
-                    SYSTEM_NAMESPACE,
-                    "discovery",
-                    DRY_RUN_OK.as_bytes(),
-                )
-                .await;
-                let settings = aim_operator::Settings {
-                    system_namespace: SYSTEM_NAMESPACE.into(),
-                    backoff_base: BACKOFF_BASE,
-                    ..Default::default()
-                };
-                let started = std::future::pending::<()>();
-                tx.send(()).unwrap();
-                aim_operator::run(client, settings, started).await.unwrap();
-            });
-        });
-        rx.recv().unwrap();
+                .unwrap()
+                .block_on(system_namespace())
+        })
+        .join()
+        .expect("preparing the operator namespace");
+        let settings = aim_operator::Settings {
+            system_namespace: SYSTEM_NAMESPACE.into(),
+            backoff_base: BACKOFF_BASE,
+            ..Default::default()
+        };
+        std::mem::forget(RunningOperator::start(settings));
     });
 }
 
@@ -189,6 +166,24 @@ pub fn model(ns: &str, name: &str, image: &str, env: serde_json::Value) -> AIMMo
         "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
         "metadata": { "name": name, "namespace": ns },
         "spec": { "image": image, "env": env, "discovery": { "extractMetadata": false, "createServiceTemplates": false } },
+    }))
+    .unwrap()
+}
+
+pub fn cluster_model(name: &str, image: &str) -> AIMClusterModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
+        "metadata": { "name": name },
+        "spec": { "image": image, "discovery": { "extractMetadata": false, "createServiceTemplates": false } },
+    }))
+    .unwrap()
+}
+
+pub fn cluster_template(name: &str, spec: serde_json::Value) -> AIMClusterServiceTemplate {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterServiceTemplate",
+        "metadata": { "name": name },
+        "spec": spec,
     }))
     .unwrap()
 }
