@@ -175,7 +175,7 @@ fn go_build(
     cmd.current_dir(module)
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0")
-        .args(["build", "-trimpath"]);
+        .args(["build", "-trimpath", "-buildvcs=false"]);
     if !ldflags.is_empty() {
         cmd.arg("-ldflags").arg(ldflags.join(" "));
     }
