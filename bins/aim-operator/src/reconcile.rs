@@ -4,11 +4,12 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::kinds::{TemplateKind, key_of};
 use crate::logs::read_discovery_log;
-use aim_api::{ServiceTemplateStatus, TemplateScope};
+use aim_api::{ModelCommon, RuntimeConfigCommon, ServiceTemplateStatus, TemplateScope};
 use aim_hardware::Inventory;
 use aim_resolve::template::{LogRead, Observation, Slot, TemplateView};
 use aim_resolve::{ConfigCandidate, Decision, ModelCandidate, Need, Plan, SlotRequest};
 use k8s_openapi::api::batch::v1::Job;
+use kube::api::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -33,6 +34,27 @@ fn current_status<K: TemplateKind>(ctx: &Context, obj: &K) -> Option<ServiceTemp
             obj.status().cloned()
         }
         None => obj.status().cloned(),
+    }
+}
+
+fn model_candidate<'a>(meta: &'a ObjectMeta, spec: &'a ModelCommon) -> ModelCandidate<'a> {
+    ModelCandidate {
+        name: meta.name.as_deref().unwrap_or_default(),
+        namespace: meta.namespace.as_deref(),
+        uid: meta.uid.as_deref(),
+        spec,
+    }
+}
+
+fn config_candidate<'a>(
+    meta: &'a ObjectMeta,
+    spec: &'a RuntimeConfigCommon,
+) -> ConfigCandidate<'a> {
+    ConfigCandidate {
+        name: meta.name.as_deref().unwrap_or_default(),
+        namespace: meta.namespace.as_deref(),
+        uid: meta.uid.as_deref(),
+        spec,
     }
 }
 
@@ -105,30 +127,18 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             caching_enabled: obj.caching_enabled(),
             status: status.as_ref(),
         },
-        namespace_model: ns_model.as_deref().map(|m| ModelCandidate {
-            name: m.metadata.name.as_deref().unwrap_or_default(),
-            namespace: m.metadata.namespace.as_deref(),
-            uid: m.metadata.uid.as_deref(),
-            spec: &m.spec.common,
-        }),
-        cluster_model: cl_model.as_deref().map(|m| ModelCandidate {
-            name: m.metadata.name.as_deref().unwrap_or_default(),
-            namespace: None,
-            uid: m.metadata.uid.as_deref(),
-            spec: &m.spec.common,
-        }),
-        namespace_config: ns_config.as_deref().map(|c| ConfigCandidate {
-            name: c.metadata.name.as_deref().unwrap_or_default(),
-            namespace: c.metadata.namespace.as_deref(),
-            uid: c.metadata.uid.as_deref(),
-            spec: &c.spec.common,
-        }),
-        cluster_config: cl_config.as_deref().map(|c| ConfigCandidate {
-            name: c.metadata.name.as_deref().unwrap_or_default(),
-            namespace: None,
-            uid: c.metadata.uid.as_deref(),
-            spec: &c.spec.common,
-        }),
+        namespace_model: ns_model
+            .as_deref()
+            .map(|m| model_candidate(&m.metadata, &m.spec.common)),
+        cluster_model: cl_model
+            .as_deref()
+            .map(|m| model_candidate(&m.metadata, &m.spec.common)),
+        namespace_config: ns_config
+            .as_deref()
+            .map(|c| config_candidate(&c.metadata, &c.spec.common)),
+        cluster_config: cl_config
+            .as_deref()
+            .map(|c| config_candidate(&c.metadata, &c.spec.common)),
         inventory: &inventory,
         jobs: jobs.iter().map(|j| j.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),

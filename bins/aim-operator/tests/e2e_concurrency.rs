@@ -150,7 +150,11 @@ async fn discovery_limit_holds_across_restarts_and_ready_templates_stay_discover
     .await;
     let api = ns.api::<AIMServiceTemplate>();
     for i in 0..TEMPLATES {
-        apply(&api, &template(&ns.name, &format!("t{i:02}"), serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }))).await;
+        apply(
+            &api,
+            &template(&ns.name, &format!("t{i:02}"), on_mi300x("m")),
+        )
+        .await;
     }
     // T-23: ten run, fifteen wait with a queue position.
     let waiting = |s: &ServiceTemplateStatus| {
@@ -206,15 +210,7 @@ async fn discovery_limit_holds_across_restarts_and_ready_templates_stay_discover
     operator.stop();
     let created_before = watch.lock().unwrap().created.len();
     let operator = RunningOperator::start(settings);
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "sentinel",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "sentinel", on_mi300x("m"))).await;
     wait_for(&api, "sentinel", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let new: Vec<String> = watch.lock().unwrap().created[created_before..]
         .iter()

@@ -3,7 +3,6 @@
 
 mod common;
 
-use aim_api::conditions::{reasons, types};
 use aim_api::*;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
@@ -44,15 +43,7 @@ async fn the_deployed_cluster_role_is_enough() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "ok",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "ok", on_mi300x("m"))).await;
     wait_for(
         &api,
         "ok",
@@ -83,27 +74,8 @@ async fn the_deployed_cluster_role_is_enough() {
         ),
     )
     .await;
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "bad",
-            serde_json::json!({ "modelName": "bad", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
-    let t = wait_for(
-        &api,
-        "bad",
-        "Failed",
-        WAIT,
-        phase_with(
-            TemplatePhase::Failed,
-            types::DISCOVERED,
-            reasons::DISCOVERY_FAILED,
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "bad", on_mi300x("bad"))).await;
+    let t = wait_for(&api, "bad", "Failed", WAIT, discovery_failed()).await;
     let job = t.status.unwrap().discovery.unwrap().job.unwrap().name;
     wait_gone(&ns.api::<Job>(), &job, "failed job deleted", WAIT).await;
 
@@ -113,10 +85,7 @@ async fn the_deployed_cluster_role_is_enough() {
     let cm = cluster_model(&name, "example.test/aim:1");
     apply(&models, &cm).await;
     let cl: Api<AIMClusterServiceTemplate> = Api::all(ns.client.clone());
-    let t = cluster_template(
-        &name,
-        serde_json::json!({ "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } }),
-    );
+    let t = cluster_template(&name, on_mi300x(&name));
     apply(&cl, &t).await;
     wait_for(
         &cl,

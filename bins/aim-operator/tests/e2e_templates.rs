@@ -170,15 +170,7 @@ async fn namespace_template_falls_back_to_a_cluster_model() {
     let name = format!("{}-model", ns.name);
     apply(&models, &cluster_model(&name, "example.test/aim-qwen:1")).await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": name, "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x(&name))).await;
     let t = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let r = t.status.unwrap().resolved_model.unwrap();
     assert_eq!(
@@ -193,7 +185,7 @@ async fn missing_model_fails_and_heals_when_created() {
     // T-02
     let ns = setup("nomodel", DRY_RUN_OK).await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(&api, &template(&ns.name, "t", serde_json::json!({ "modelName": "later", "hardware": { "gpu": { "model": "MI300X" } } }))).await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("later"))).await;
     let t = wait_for(
         &api,
         "t",
@@ -472,25 +464,13 @@ async fn malformed_dry_run_output_fails_discovery() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(
         &api,
         "t",
         "Failed/DiscoveryFailed",
         WAIT,
-        phase_with(
-            TemplatePhase::Failed,
-            types::DISCOVERED,
-            reasons::DISCOVERY_FAILED,
-        ),
+        discovery_failed(),
     )
     .await;
     let s = t.status.unwrap();
@@ -521,27 +501,8 @@ async fn failing_pod_fails_and_retries_by_itself() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
-    let t = wait_for(
-        &api,
-        "t",
-        "Failed",
-        WAIT,
-        phase_with(
-            TemplatePhase::Failed,
-            types::DISCOVERED,
-            reasons::DISCOVERY_FAILED,
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
+    let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
     let msg = condition(t.status.as_ref().unwrap(), types::DISCOVERED)
         .message
         .clone();
@@ -580,27 +541,8 @@ async fn image_pull_errors_free_the_slot_and_say_why() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
-    let t = wait_for(
-        &api,
-        "t",
-        "Failed",
-        WAIT,
-        phase_with(
-            TemplatePhase::Failed,
-            types::DISCOVERED,
-            reasons::DISCOVERY_FAILED,
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
+    let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
     let msg = condition(t.status.as_ref().unwrap(), types::DISCOVERED)
         .message
         .clone();
@@ -633,15 +575,7 @@ async fn restricted_namespaces_admit_the_discovery_pod() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
 }
 
@@ -661,15 +595,7 @@ async fn changed_inputs_rediscover_and_a_failed_rediscovery_degrades() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let first = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let first_hash = first
         .status
@@ -762,15 +688,7 @@ async fn events_are_recorded_once_per_transition() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     // Events are published right after the status write: collect them from a watch until Ready's arrives.
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
@@ -924,15 +842,7 @@ async fn a_settled_template_is_not_rewritten() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "a",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "a", on_mi300x("m"))).await;
     let a = wait_for(&api, "a", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let rv = a.metadata.resource_version.clone();
     // An unrelated metadata change triggers a reconcile that must not write.
@@ -945,15 +855,7 @@ async fn a_settled_template_is_not_rewritten() {
         )
         .await
         .unwrap();
-    apply(
-        &api,
-        &template(
-            &ns.name,
-            "b",
-            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X" } } }),
-        ),
-    )
-    .await;
+    apply(&api, &template(&ns.name, "b", on_mi300x("m"))).await;
     wait_for(&api, "b", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let a = api.get("a").await.unwrap();
     assert_ne!(rv, labelled.metadata.resource_version);

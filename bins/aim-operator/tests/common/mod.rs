@@ -211,6 +211,20 @@ where
     .unwrap_or_else(|e| panic!("applying {name}: {e}"))
 }
 
+/// Spec of a template for `model_name` needing one MI300X, discovering its sources.
+pub fn on_mi300x(model_name: &str) -> serde_json::Value {
+    serde_json::json!({ "modelName": model_name, "hardware": { "gpu": { "model": "MI300X" } } })
+}
+
+/// The template failed discovery (T-19, T-20).
+pub fn discovery_failed<K: HasTemplateStatus>() -> impl Condition<K> {
+    phase_with(
+        TemplatePhase::Failed,
+        aim_api::conditions::types::DISCOVERED,
+        aim_api::conditions::reasons::DISCOVERY_FAILED,
+    )
+}
+
 /// The template has this phase.
 pub fn phase<K: HasTemplateStatus>(p: TemplatePhase) -> impl Condition<K> {
     move |t: Option<&K>| {
