@@ -159,6 +159,13 @@ impl World {
         }
     }
 
+    /// Decides (creating the discovery Job), applies, and lets the Job end with `type_`/`reason`.
+    fn run_job(&mut self, type_: &str, reason: &str) {
+        let p = self.plan();
+        self.apply(&p);
+        self.finish_job(type_, reason);
+    }
+
     fn finish_job(&mut self, type_: &str, reason: &str) {
         let job = self.jobs.last_mut().expect("a job");
         job.status = Some(
@@ -378,9 +385,7 @@ fn t13_t23_discovery_waits_for_a_slot_then_creates_the_job() {
 #[test]
 fn t18_success_writes_results_and_recomputes_hardware() {
     let mut w = World::new();
-    let p = w.plan();
-    w.apply(&p);
-    w.finish_job("Complete", "CompletionsReached");
+    w.run_job("Complete", "CompletionsReached");
     let p = w.plan();
     assert_eq!(p.status.status, TemplatePhase::Ready);
     assert_cond(
@@ -429,9 +434,7 @@ fn t19_bad_output_fails_and_writes_nothing_partial() {
 #[test]
 fn t20_t21_failed_job_counts_an_attempt_then_backs_off() {
     let mut w = World::new();
-    let p = w.plan();
-    w.apply(&p);
-    w.finish_job("Failed", "BackoffLimitExceeded");
+    w.run_job("Failed", "BackoffLimitExceeded");
     let p = w.plan();
     assert_eq!(p.status.status, TemplatePhase::Failed);
     let d = p.status.discovery.clone().unwrap();
@@ -512,9 +515,7 @@ fn t20_image_pull_errors_delete_the_job_and_say_why() {
 #[test]
 fn t22_changed_inputs_rediscover_while_staying_usable() {
     let mut w = World::new();
-    let p = w.plan();
-    w.apply(&p);
-    w.finish_job("Complete", "CompletionsReached");
+    w.run_job("Complete", "CompletionsReached");
     let p = w.plan();
     w.apply(&p);
     assert_eq!(p.status.status, TemplatePhase::Ready);
