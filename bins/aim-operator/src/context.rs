@@ -8,9 +8,10 @@ use aim_api::{
     AIMRuntimeConfig, AIMServiceTemplate, ServiceTemplateStatus, TemplateScope,
 };
 use aim_resolve::DiscoveryQueue;
+use aim_resolve::children::{TemplateRef, job_is_active, job_key, owner_of};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -30,6 +31,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
+    /// `FailedCreate` events of Jobs.
+    pub job_events: Store<CoreEvent>,
 }
 
 /// Streams of templates to reconcile, fed by the mappers.
@@ -61,14 +64,8 @@ impl Waker {
 
     /// Wakes a template by its queue key (`Scope/namespace/name`).
     pub fn wake_key(&self, key: &str) {
-        let mut parts = key.splitn(3, '/');
-        let (Some(scope), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
-        match scope {
-            "Namespace" => self.wake(TemplateScope::Namespace, Some(ns), name),
-            "Cluster" => self.wake(TemplateScope::Cluster, None, name),
-            _ => {}
+        if let Some(t) = TemplateRef::from_key(key) {
+            self.wake(t.scope, t.namespace.as_deref(), &t.name);
         }
     }
 }
@@ -83,6 +80,8 @@ pub struct Context {
     /// Last status written per template UID, with the resourceVersion the write produced: a reconcile
     /// that runs before the watch delivers our own write uses this instead of the older cached status.
     pub written: Mutex<HashMap<String, (u64, ServiceTemplateStatus)>>,
+    /// Consecutive failed reconciles per template key, for the retry delay.
+    failures: Mutex<HashMap<String, u32>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -116,6 +115,7 @@ impl Context {
             stores,
             waker,
             written: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         let tasks = watches::spawn(ctx.clone(), writers);
@@ -129,14 +129,15 @@ impl Context {
             s.nodes.wait_until_ready(),
             s.jobs.wait_until_ready(),
             s.pods.wait_until_ready(),
+            s.job_events.wait_until_ready(),
         )?;
         {
             let mut queue = ctx.queue.lock().expect("queue lock");
             for job in ctx.stores.jobs.state() {
-                if watches::job_is_active(&job)
-                    && let Some(key) = watches::template_key_of_job(&job)
+                if job_is_active(&job)
+                    && let Some(owner) = owner_of(&job.metadata)
                 {
-                    queue.occupy(&watches::job_key(&job), &key);
+                    queue.occupy(&job_key(&job), &owner.key());
                 }
             }
         }
@@ -151,22 +152,40 @@ impl Context {
 
     /// Whether the template of a queue key still exists.
     pub fn template_exists(&self, key: &str) -> bool {
-        let mut parts = key.splitn(3, '/');
-        let (Some(scope), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            return false;
-        };
-        match scope {
-            "Namespace" => self
+        match TemplateRef::from_key(key) {
+            Some(t) if t.scope == TemplateScope::Namespace => self
                 .stores
                 .templates
-                .get(&ObjectRef::new(name).within(ns))
+                .get(&ObjectRef::new(&t.name).within(t.namespace.as_deref().unwrap_or_default()))
                 .is_some(),
-            "Cluster" => self
+            Some(t) => self
                 .stores
                 .cluster_templates
-                .get(&ObjectRef::new(name))
+                .get(&ObjectRef::new(&t.name))
                 .is_some(),
-            _ => false,
+            None => false,
+        }
+    }
+
+    /// The create request of a Job with a reserved slot answered: the Job exists.
+    pub fn confirm_slot(&self, job_key: &str) {
+        self.queue.lock().expect("queue lock").confirm(job_key);
+    }
+
+    /// The delay before retrying a failed reconcile of `key`: 1 s, doubling, at most 5 min.
+    pub fn backoff_next(&self, key: &str) -> std::time::Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let (first, max) = crate::reconcile::ERROR_BACKOFF;
+        first.saturating_mul(1u32 << (*n - 1).min(16)).min(max)
+    }
+
+    /// A reconcile of `key` succeeded: the next failure starts the delay afresh.
+    pub fn backoff_reset(&self, key: &str) {
+        let mut failures = self.failures.lock().expect("failures lock");
+        if !failures.is_empty() {
+            failures.remove(key);
         }
     }
 

@@ -59,16 +59,6 @@ impl TemplateKind for AIMClusterServiceTemplate {
     }
 }
 
-/// Queue key of a template: `Namespace/<ns>/<name>` or `Cluster//<name>`.
-pub fn template_key(scope: TemplateScope, namespace: Option<&str>, name: &str) -> String {
-    format!(
-        "{}/{}/{}",
-        scope.as_str(),
-        namespace.unwrap_or_default(),
-        name
-    )
-}
-
 pub fn key_of<K: TemplateKind>(t: &K) -> String {
-    template_key(K::SCOPE, t.namespace().as_deref(), &t.name_any())
+    aim_resolve::children::template_key(K::SCOPE, t.namespace().as_deref(), &t.name_any())
 }

@@ -1,6 +1,7 @@
 //! The AIM operator: watches templates and what they depend on, asks `aim-resolve` what must be, and
 //! makes it so (status, discovery Jobs, events). All I/O of the project lives here.
 
+mod client;
 mod context;
 mod error;
 mod kinds;
@@ -8,6 +9,7 @@ mod logs;
 mod reconcile;
 mod watches;
 
+pub use client::http2_client;
 pub use error::Error;
 
 use aim_api::{AIMClusterServiceTemplate, AIMServiceTemplate};
@@ -32,7 +34,13 @@ pub struct Settings {
     pub log_limit: usize,
     /// First retry delay after a failed discovery; doubles per attempt up to an hour (T-21).
     pub backoff_base: Duration,
+    /// Reconciles running at once, per template kind (`--max-concurrent-reconciles`).
+    pub max_concurrent_reconciles: u16,
 }
+
+/// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
+/// enough that a start with thousands of templates does not queue thousands of requests at once.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for Settings {
             max_concurrent_discoveries: aim_resolve::queue::DEFAULT_MAX_CONCURRENT_DISCOVERIES,
             log_limit: aim_discovery::DEFAULT_LOG_LIMIT,
             backoff_base: aim_resolve::template::DEFAULT_BACKOFF_BASE,
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }
@@ -52,14 +61,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let wc = watcher::Config::default().any_semantic();
+    let config = kube::runtime::controller::Config::default()
+        .debounce(Duration::from_millis(100))
+        .concurrency(settings.max_concurrent_reconciles.max(1));
     let ns_ctrl = Controller::new(Api::<AIMServiceTemplate>::all(client.clone()), wc.clone())
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
-        );
+        .with_config(config.clone());
     let cl_ctrl = Controller::new(Api::<AIMClusterServiceTemplate>::all(client.clone()), wc)
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
-        );
+        .with_config(config);
     let (ctx, triggers) =
         Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
     tracing::info!(

@@ -30,6 +30,9 @@ struct Args {
     /// First retry delay after a failed discovery, in seconds (doubles per attempt, at most an hour).
     #[arg(long, env = "AIM_DISCOVERY_BACKOFF_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     discovery_backoff_seconds: u64,
+    /// Reconciles running at once, per template kind.
+    #[arg(long, env = "AIM_MAX_CONCURRENT_RECONCILES", default_value_t = aim_operator::DEFAULT_MAX_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -46,12 +49,13 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let client = kube::Client::try_default().await?;
+    let client = aim_operator::http2_client(kube::Config::infer().await?)?;
     let settings = Settings {
         system_namespace: args.system_namespace,
         max_concurrent_discoveries: usize::from(args.max_concurrent_discoveries),
         log_limit: args.discovery_log_limit,
         backoff_base: std::time::Duration::from_secs(args.discovery_backoff_seconds),
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     tracing::info!(?settings, "starting");
     let shutdown = async {

@@ -4,11 +4,13 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::kinds::{TemplateKind, key_of};
 use crate::logs::read_discovery_log;
-use aim_api::{ModelCommon, RuntimeConfigCommon, ServiceTemplateStatus, TemplateScope};
+use aim_api::{ModelCommon, RuntimeConfigCommon, ServiceTemplateStatus};
 use aim_hardware::Inventory;
+use aim_resolve::children::{TemplateRef, job_belongs_to, pod_of_any};
 use aim_resolve::template::{LogRead, Observation, Slot, TemplateView};
 use aim_resolve::{ConfigCandidate, Decision, ModelCandidate, Need, Plan, SlotRequest};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::api::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -58,11 +60,30 @@ fn config_candidate<'a>(
     }
 }
 
+/// Why a create was refused for good (quota, admission, RBAC, an invalid object), as opposed to a
+/// transient failure worth an ordinary retry.
+fn refusal(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
+            Some(s.message.clone())
+        }
+        _ => None,
+    }
+}
+
 pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_inner(obj.as_ref(), &ctx).await;
+    if result.is_ok() {
+        ctx.backoff_reset(&key_of(obj.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner<K: TemplateKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let namespace = obj.namespace();
-    let key = key_of(obj.as_ref());
-    let status = current_status(&ctx, obj.as_ref());
+    let key = key_of(obj);
+    let status = current_status(ctx, obj);
     let s = &ctx.stores;
     let spec = obj.common();
 
@@ -80,28 +101,33 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
         .get(&ObjectRef::new(&spec.runtime_config_name));
     let nodes = s.nodes.state();
     let inventory = Inventory::from_nodes(nodes.iter().map(|n| n.as_ref()));
-    let scope_label = K::SCOPE.as_str();
+    let me = TemplateRef::new(K::SCOPE, namespace.as_deref(), &name);
     let jobs: Vec<Arc<Job>> = s
         .jobs
         .state()
         .into_iter()
-        .filter(|j| {
-            let a = j.annotations();
-            let l = j.labels();
-            a.get(aim_discovery::ANNOTATION_TEMPLATE_NAME) == Some(&name)
-                && l.get(aim_api::labels::TEMPLATE_SCOPE).map(String::as_str) == Some(scope_label)
-                && (K::SCOPE == TemplateScope::Cluster || j.namespace() == namespace)
-        })
+        .filter(|j| job_belongs_to(j, &me))
         .collect();
-    let job_uids: Vec<String> = jobs.iter().filter_map(|j| j.uid()).collect();
-    let pods: Vec<_> = s
+    let job_refs: Vec<&Job> = jobs.iter().map(|j| j.as_ref()).collect();
+    let pods: Vec<Arc<Pod>> = s
         .pods
         .state()
         .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| job_uids.contains(&o.uid))
+        .filter(|p| pod_of_any(p, &job_refs))
+        .collect();
+    let job_uids: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.metadata.uid.as_deref())
+        .collect();
+    let events: Vec<Arc<CoreEvent>> = s
+        .job_events
+        .state()
+        .into_iter()
+        .filter(|e| {
+            e.involved_object
+                .uid
+                .as_deref()
+                .is_some_and(|u| job_uids.contains(&u))
         })
         .collect();
     let uid = obj.uid().unwrap_or_default();
@@ -125,6 +151,7 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             spec,
             env: obj.env(),
             caching_enabled: obj.caching_enabled(),
+            labels: obj.meta().labels.as_ref(),
             status: status.as_ref(),
         },
         namespace_model: ns_model
@@ -140,8 +167,10 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             .as_deref()
             .map(|c| config_candidate(&c.metadata, &c.spec.common)),
         inventory: &inventory,
-        jobs: jobs.iter().map(|j| j.as_ref()).collect(),
+        jobs: job_refs.clone(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
+        job_events: events.iter().map(|e| e.as_ref()).collect(),
+        job_refused: None,
         log: LogRead::NotRead,
         log_limit: ctx.settings.log_limit,
         slot: Slot::NotAsked,
@@ -151,12 +180,65 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
         now: jiff::Timestamp::now(),
     };
 
-    // Decide, fetching what the decision asks for.
+    let mut plan = decide(ctx, &key, created, &mut obs).await;
+    // T-24: Jobs of older inputs go before a new one may start.
+    if let Err(e) = delete_jobs(ctx, &key, &plan.delete_jobs).await {
+        if let Some(job) = &plan.create_job {
+            ctx.release_slot(&job_key_of(job));
+        }
+        return Err(e);
+    }
+    if let Some(job) = plan.create_job.clone() {
+        let job_key = job_key_of(&job);
+        let api: Api<Job> = Api::namespaced(
+            ctx.client.clone(),
+            job.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let pp = PostParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&pp, &job).await {
+            Ok(_) => {
+                ctx.confirm_slot(&job_key);
+                tracing::info!(template = %key, job = %job_key, "created discovery job");
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => ctx.confirm_slot(&job_key),
+            Err(e) => {
+                ctx.release_slot(&job_key);
+                let Some(why) = refusal(&e) else {
+                    return Err(e.into());
+                };
+                // The API server will not take this Job: a failed attempt, in status, with a Warning and
+                // the usual backoff (never a retry every few seconds).
+                tracing::warn!(template = %key, job = %job_key, error = %why, "discovery job refused");
+                obs.job_refused = Some(why);
+                obs.slot = Slot::NotAsked;
+                obs.now = jiff::Timestamp::now();
+                plan = decide(ctx, &key, created, &mut obs).await;
+            }
+        }
+    }
+    write_status(ctx, obj, &key, status.as_ref(), &plan).await?;
+    publish_events(ctx, obj, &key, &plan).await;
+    Ok(match plan.requeue_after {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+fn job_key_of(job: &Job) -> String {
+    aim_resolve::children::job_key(job)
+}
+
+/// Decides, fetching what the decision asks for; `now` is taken again after each answer, so a failure
+/// is timed from when it was seen (reading a large log takes a while).
+async fn decide(ctx: &Context, key: &str, created: i64, obs: &mut Observation<'_>) -> Plan {
     let plan = loop {
-        match aim_resolve::decide(&obs) {
+        match aim_resolve::decide(obs) {
             Decision::Plan(plan) => break *plan,
-            Decision::Need(Need::Log { namespace, job }) => {
-                obs.log = read_discovery_log(&ctx, &namespace, &job).await
+            Decision::Need(Need::Log { namespace, pod }) => {
+                obs.log = read_discovery_log(ctx, &namespace, &pod).await;
             }
             Decision::Need(Need::Slot { namespace, job }) => {
                 let job_key = format!("{namespace}/{job}");
@@ -164,36 +246,23 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
                     ctx.queue
                         .lock()
                         .expect("queue lock")
-                        .request(&key, created, &job_key, |k| ctx.template_exists(k));
+                        .request(key, created, &job_key, |k| ctx.template_exists(k));
                 obs.slot = match answer {
                     SlotRequest::Granted => Slot::Granted,
-                    SlotRequest::Waiting {
-                        position,
-                        active,
-                        max,
-                    } => Slot::Waiting {
-                        position,
-                        active,
-                        max,
-                    },
+                    SlotRequest::Waiting { position, max } => Slot::Waiting { position, max },
                 };
             }
         }
+        obs.now = jiff::Timestamp::now();
     };
-    apply(&ctx, obj.as_ref(), &key, status.as_ref(), plan).await
-}
-
-async fn apply<K: TemplateKind>(
-    ctx: &Context,
-    obj: &K,
-    key: &str,
-    old: Option<&ServiceTemplateStatus>,
-    plan: Plan,
-) -> Result<Action, Error> {
     if !plan.waiting_for_slot {
         ctx.queue.lock().expect("queue lock").forget(key);
     }
-    for (ns, name) in &plan.delete_jobs {
+    plan
+}
+
+async fn delete_jobs(ctx: &Context, key: &str, jobs: &[(String, String)]) -> Result<(), Error> {
+    for (ns, name) in jobs {
         let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -208,67 +277,50 @@ async fn apply<K: TemplateKind>(
         }
         ctx.release_slot(&format!("{ns}/{name}"));
     }
-    if let Some(job) = &plan.create_job {
-        let ns = job.metadata.namespace.clone().unwrap_or_default();
-        let name = job.metadata.name.clone().unwrap_or_default();
-        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some(crate::FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                job,
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(template = %key, job = %format!("{ns}/{name}"), "created discovery job")
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => {
-                ctx.release_slot(&format!("{ns}/{name}"));
-                let ev = Event {
-                    type_: EventType::Warning,
-                    reason: "DiscoveryJobFailed".into(),
-                    note: Some(format!("cannot create discovery job {ns}/{name}: {e}")),
-                    action: "CreateJob".into(),
-                    secondary: None,
-                };
-                let _ = ctx.recorder.publish(&ev, &obj.object_ref(&())).await;
-                return Err(e.into());
-            }
-        }
+    Ok(())
+}
+
+/// T-30: writes the status only when it changed.
+async fn write_status<K: TemplateKind>(
+    ctx: &Context,
+    obj: &K,
+    key: &str,
+    old: Option<&ServiceTemplateStatus>,
+    plan: &Plan,
+) -> Result<(), Error> {
+    if old == Some(&plan.status) {
+        return Ok(());
     }
-    // T-30: write only what changed.
-    if old != Some(&plan.status) {
-        let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": plan.status,
-        });
-        let written = api
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::apply(crate::FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        if let (Some(uid), Some(rv)) = (
-            written.uid(),
-            written
-                .resource_version()
-                .and_then(|rv| rv.parse::<u64>().ok()),
-        ) {
-            ctx.written
-                .lock()
-                .expect("written lock")
-                .insert(uid, (rv, plan.status.clone()));
-        }
-        tracing::info!(template = %key, status = %plan.status.status, "status written");
+    let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": plan.status,
+    });
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(crate::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let (Some(uid), Some(rv)) = (
+        written.uid(),
+        written
+            .resource_version()
+            .and_then(|rv| rv.parse::<u64>().ok()),
+    ) {
+        ctx.written
+            .lock()
+            .expect("written lock")
+            .insert(uid, (rv, plan.status.clone()));
     }
-    // T-31: one event per transition.
+    tracing::info!(template = %key, status = %plan.status.status, "status written");
+    Ok(())
+}
+
+/// T-31: the plan's events (at most one per decision).
+async fn publish_events<K: TemplateKind>(ctx: &Context, obj: &K, key: &str, plan: &Plan) {
     for e in &plan.events {
         let ev = Event {
             type_: if e.warning {
@@ -285,13 +337,16 @@ async fn apply<K: TemplateKind>(
             tracing::warn!(template = %key, error = %err, "cannot record event");
         }
     }
-    Ok(match plan.requeue_after {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
-    })
 }
 
-pub fn error_policy<K: TemplateKind>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(template = %key_of(obj.as_ref()), category = error.category(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+/// A failed reconcile (the API server unreachable, a conflict) is retried per template with a capped
+/// exponential delay that resets on success.
+pub fn error_policy<K: TemplateKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = key_of(obj.as_ref());
+    let delay = ctx.backoff_next(&key);
+    tracing::warn!(template = %key, category = error.category(), error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
+
+/// First and longest retry delay of a failed reconcile.
+pub const ERROR_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));

@@ -2,17 +2,17 @@
 //! affects (T-02, T-04, T-11) and hand on discovery slots (T-23).
 
 use crate::context::{Context, Stores};
-use crate::kinds::template_key;
-use aim_api::labels;
 use aim_api::{
     AIMClusterModel, AIMClusterRuntimeConfig, AIMClusterServiceTemplate, AIMModel,
     AIMRuntimeConfig, AIMServiceTemplate, TemplateScope,
 };
-use aim_discovery::ANNOTATION_TEMPLATE_NAME;
+use aim_resolve::children::{
+    FAILED_CREATE_EVENT_SELECTOR, job_is_active, job_key, owner_of, wakes_on_gpu_change,
+};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{self, Store, store::Writer};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ pub struct Writers {
     nodes: Writer<Node>,
     jobs: Writer<Job>,
     pods: Writer<Pod>,
+    job_events: Writer<CoreEvent>,
 }
 
 pub fn stores(
@@ -42,6 +43,7 @@ pub fn stores(
     let (nodes, nodes_w) = reflector::store();
     let (jobs, jobs_w) = reflector::store();
     let (pods, pods_w) = reflector::store();
+    let (job_events, job_events_w) = reflector::store();
     (
         Stores {
             templates,
@@ -53,6 +55,7 @@ pub fn stores(
             nodes,
             jobs,
             pods,
+            job_events,
         },
         Writers {
             models: models_w,
@@ -62,6 +65,7 @@ pub fn stores(
             nodes: nodes_w,
             jobs: jobs_w,
             pods: pods_w,
+            job_events: job_events_w,
         },
     )
 }
@@ -70,12 +74,21 @@ pub fn stores(
 pub const DISCOVERY_SELECTOR: &str =
     "app.kubernetes.io/managed-by=aim-operator,app.kubernetes.io/component=discovery";
 
-/// A reflected watch: `Some((object, deleted))` per change.
+/// What a reflected watch reports.
+enum Change<K> {
+    Applied(K),
+    Deleted(K),
+    /// A (re-)list finished: the store holds exactly what exists. Deletions that happened while the
+    /// watch was down gave no event.
+    Relisted,
+}
+
+/// A reflected watch.
 fn watch<K>(
     api: Api<K>,
     wc: watcher::Config,
     writer: Writer<K>,
-) -> impl Stream<Item = (K, bool)> + Send
+) -> impl Stream<Item = Change<K>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
@@ -85,9 +98,12 @@ where
         .reflect(writer)
         .filter_map(|ev| async move {
             match ev {
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => Some((o, false)),
-                Ok(watcher::Event::Delete(o)) => Some((o, true)),
-                Ok(_) => None,
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    Some(Change::Applied(o))
+                }
+                Ok(watcher::Event::Delete(o)) => Some(Change::Deleted(o)),
+                Ok(watcher::Event::InitDone) => Some(Change::Relisted),
+                Ok(watcher::Event::Init) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "watch error; retrying with backoff");
                     None
@@ -96,13 +112,18 @@ where
         })
 }
 
-fn each<K, F>(stream: impl Stream<Item = (K, bool)> + Send + 'static, mut f: F) -> JoinHandle<()>
+/// Runs `f(object, deleted)` for each change of a watch (re-lists are not passed on).
+fn each<K, F>(stream: impl Stream<Item = Change<K>> + Send + 'static, mut f: F) -> JoinHandle<()>
 where
     K: Send + 'static,
     F: FnMut(K, bool) + Send + 'static,
 {
-    tokio::spawn(stream.for_each(move |(o, deleted)| {
-        f(o, deleted);
+    tokio::spawn(stream.for_each(move |change| {
+        match change {
+            Change::Applied(o) => f(o, false),
+            Change::Deleted(o) => f(o, true),
+            Change::Relisted => {}
+        }
         std::future::ready(())
     }))
 }
@@ -204,90 +225,116 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
             }
             if changed {
                 tracing::debug!(node = %name, "GPU inventory changed");
-                let uses_gpu =
-                    |spec: &aim_api::ServiceTemplateCommon,
-                     status: Option<&aim_api::ServiceTemplateStatus>| {
-                        spec.hardware.as_ref().is_some_and(|h| h.gpu.is_some())
-                            || status.is_some_and(|s| {
-                                s.resolved_hardware
-                                    .as_ref()
-                                    .is_some_and(|h| h.gpu.is_some())
-                            })
-                    };
-                wake_namespaced(&c, |t| uses_gpu(&t.spec.common, t.status.as_ref()));
-                wake_cluster(&c, |t| uses_gpu(&t.spec.common, t.status.as_ref()));
+                wake_namespaced(&c, |t| {
+                    wakes_on_gpu_change(&t.spec.common, t.status.as_ref())
+                });
+                wake_cluster(&c, |t| {
+                    wakes_on_gpu_change(&t.spec.common, t.status.as_ref())
+                });
             }
         },
     ));
 
     // Discovery Jobs: wake their template; a finished or deleted Job frees its slot at once (T-23).
+    // After a re-list, slots of Jobs the list did not show are checked with the API server: a Job
+    // deleted while the watch was down gave no delete event.
     let c = ctx.clone();
-    tasks.push(each(
-        watch(Api::<Job>::all(client.clone()), discovery.clone(), w.jobs),
-        move |job, deleted| {
-            if deleted || !job_is_active(&job) {
-                c.release_slot(&job_key(&job));
+    tasks.push(tokio::spawn(
+        watch(Api::<Job>::all(client.clone()), discovery.clone(), w.jobs).for_each(move |change| {
+            let c = c.clone();
+            async move {
+                match change {
+                    Change::Applied(job) => {
+                        if !job_is_active(&job) {
+                            c.release_slot(&job_key(&job));
+                        }
+                        wake_owner(&c, &job.metadata);
+                    }
+                    Change::Deleted(job) => {
+                        c.release_slot(&job_key(&job));
+                        wake_owner(&c, &job.metadata);
+                    }
+                    Change::Relisted => verify_unseen_slots(&c).await,
+                }
             }
-            wake_owner(&c, &job.metadata);
-        },
+        }),
     ));
     let c = ctx.clone();
     tasks.push(each(
-        watch(Api::<Pod>::all(client), discovery, w.pods),
+        watch(Api::<Pod>::all(client.clone()), discovery, w.pods),
         move |pod, _| {
             wake_owner(&c, &pod.metadata);
         },
     ));
+    // The Job controller's FailedCreate events: a discovery pod refused by quota, admission or a
+    // missing service account says so in its template within seconds.
+    let c = ctx.clone();
+    let failed_create = all.clone().fields(FAILED_CREATE_EVENT_SELECTOR);
+    tasks.push(each(
+        watch(Api::<CoreEvent>::all(client), failed_create, w.job_events),
+        move |ev, deleted| {
+            if deleted {
+                return;
+            }
+            let o = &ev.involved_object;
+            let job = c.stores.jobs.get(
+                &ObjectRef::new(o.name.as_deref().unwrap_or_default())
+                    .within(o.namespace.as_deref().unwrap_or_default()),
+            );
+            if let Some(job) = job {
+                wake_owner(&c, &job.metadata);
+            }
+        },
+    ));
+    // T-23: waiting templates whose queue position moved are rewritten, at most every few seconds
+    // each, never on every hand-off.
+    let c = ctx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POSITION_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let stale = c.queue.lock().expect("queue lock").stale_positions();
+            for key in stale {
+                c.waker.wake_key(&key);
+            }
+        }
+    }));
     tasks
 }
 
-fn owner(meta: &kube::api::ObjectMeta) -> Option<(TemplateScope, Option<String>, String)> {
-    let scope = match meta.labels.as_ref()?.get(labels::TEMPLATE_SCOPE)?.as_str() {
-        "Namespace" => TemplateScope::Namespace,
-        "Cluster" => TemplateScope::Cluster,
-        _ => return None,
+/// How often waiting templates' queue positions are brought up to date.
+pub const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Gives back the slots of Jobs that the API server says are gone.
+async fn verify_unseen_slots(ctx: &Context) {
+    let unseen = {
+        let queue = ctx.queue.lock().expect("queue lock");
+        queue.unseen(|key| {
+            let (ns, name) = key.split_once('/').unwrap_or_default();
+            ctx.stores
+                .jobs
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some()
+        })
     };
-    let name = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_TEMPLATE_NAME))
-        .or_else(|| meta.labels.as_ref()?.get(labels::TEMPLATE))?
-        .clone();
-    let namespace = match scope {
-        TemplateScope::Namespace => meta.namespace.clone(),
-        TemplateScope::Cluster => None,
-    };
-    Some((scope, namespace, name))
+    for key in unseen {
+        let (ns, name) = key.split_once('/').unwrap_or_default();
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(None) => {
+                tracing::info!(job = %key, "discovery job gone while the watch was down; slot freed");
+                ctx.release_slot(&key);
+            }
+            Ok(Some(job)) if !job_is_active(&job) => ctx.release_slot(&key),
+            Ok(Some(_)) => {}
+            Err(e) => tracing::warn!(job = %key, error = %e, "cannot check a discovery job"),
+        }
+    }
 }
 
 fn wake_owner(ctx: &Context, meta: &kube::api::ObjectMeta) {
-    if let Some((scope, ns, name)) = owner(meta) {
-        ctx.waker.wake(scope, ns.as_deref(), &name);
+    if let Some(t) = owner_of(meta) {
+        ctx.waker.wake(t.scope, t.namespace.as_deref(), &t.name);
     }
-}
-
-/// Queue key of the template a discovery Job belongs to.
-pub fn template_key_of_job(job: &Job) -> Option<String> {
-    owner(&job.metadata).map(|(scope, ns, name)| template_key(scope, ns.as_deref(), &name))
-}
-
-/// `namespace/name` of a Job.
-pub fn job_key(job: &Job) -> String {
-    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
-}
-
-/// A Job holds a slot until it finished or is being deleted.
-pub fn job_is_active(job: &Job) -> bool {
-    if job.metadata.deletion_timestamp.is_some() {
-        return false;
-    }
-    let finished = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        });
-    !finished
 }

@@ -63,7 +63,7 @@ async fn the_deployed_cluster_role_is_enough() {
         "events were recorded"
     );
 
-    // A failing discovery: the Job is deleted.
+    // A failing discovery: the failed Job is deleted when its retry is due.
     apply(
         &ns.api(),
         &model(

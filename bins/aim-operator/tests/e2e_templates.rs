@@ -476,7 +476,7 @@ async fn malformed_dry_run_output_fails_discovery() {
     let s = t.status.unwrap();
     let msg = &condition(&s, types::DISCOVERED).message;
     assert!(
-        msg.contains("not valid JSON") && msg.contains("next attempt at"),
+        msg.contains("not valid JSON") && msg.contains("retry after a 2s backoff"),
         "{msg}"
     );
     assert!(

@@ -30,6 +30,9 @@ pub mod reasons {
     pub const AWAITING_DISCOVERY: &str = "AwaitingDiscovery";
     pub const DISCOVERY_RUNNING: &str = "DiscoveryRunning";
     pub const DISCOVERY_FAILED: &str = "DiscoveryFailed";
+    /// The discovery pod cannot be created or scheduled (quota, admission, taints, a missing service
+    /// account): the Job will not finish until someone acts.
+    pub const DISCOVERY_BLOCKED: &str = "DiscoveryBlocked";
     pub const CACHE_WARM: &str = "Ready";
     pub const WAITING_FOR_CACHE: &str = "WaitingForCache";
     pub const CACHE_DEGRADED: &str = "CacheDegraded";

@@ -18,5 +18,11 @@ pub const MANAGED_BY_VALUE: &str = "aim-operator";
 pub const COMPONENT: &str = "app.kubernetes.io/component";
 /// Value of [`COMPONENT`] on discovery Jobs and their pods.
 pub const COMPONENT_DISCOVERY: &str = "discovery";
+/// Standard `app.kubernetes.io/name` label.
+pub const NAME: &str = "app.kubernetes.io/name";
+/// Value of [`NAME`] on discovery Jobs and their pods.
+pub const NAME_DISCOVERY: &str = "aim-discovery";
+/// Prefix of the operator's own label keys; a template's labels with it are copied to its Jobs and pods.
+pub const PREFIX: &str = "aim.eai.amd.com/";
 /// Annotation that freezes status and children of an object while set to `"true"`.
 pub const RECONCILIATION_PAUSED: &str = "aim.eai.amd.com/reconciliation-paused";

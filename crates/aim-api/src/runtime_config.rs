@@ -1,7 +1,7 @@
 //! AIMRuntimeConfig (namespaced) and AIMClusterRuntimeConfig (cluster-wide): env, storage and discovery
 //! settings shared by templates. Read only by the operator.
 
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -49,6 +49,10 @@ pub struct DiscoveryConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
+    /// Container resources of the dry-run pod. Unset: requests of 250m CPU and 1Gi memory and a 4Gi
+    /// memory limit (a real dry-run loads Python and the engine's configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// Namespaced runtime config; merged over the cluster runtime config of the same name.

@@ -282,6 +282,9 @@ pub struct DiscoveryStatus {
     /// When the last attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt_time: Option<Time>,
+    /// When the next attempt may start, while waiting out the backoff after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
     /// Why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
@@ -299,4 +302,7 @@ pub struct DiscoveryStatus {
 pub struct JobReference {
     pub name: String,
     pub namespace: String,
+    /// UID of the Job whose failure `lastFailure` records, so one failed Job is counted once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }

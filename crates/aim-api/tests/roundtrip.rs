@@ -199,7 +199,7 @@ fn template_status() -> impl Strategy<Value = ServiceTemplateStatus> {
             resource_name,
         });
     let discovery = (
-        of((name(), name())),
+        of((name(), name(), of("[0-9a-f-]{36}"))),
         0..10i32,
         of(0i64..4_000_000_000),
         of(".{0,30}"),
@@ -208,9 +208,14 @@ fn template_status() -> impl Strategy<Value = ServiceTemplateStatus> {
     )
         .prop_map(
             |(job, attempts, t, last_failure, inputs_hash, queue_position)| DiscoveryStatus {
-                job: job.map(|(name, namespace)| JobReference { name, namespace }),
+                job: job.map(|(name, namespace, uid)| JobReference {
+                    name,
+                    namespace,
+                    uid,
+                }),
                 attempts,
                 last_attempt_time: t.map(|s| Time(jiff::Timestamp::from_second(s).unwrap())),
+                next_attempt_time: t.map(|s| Time(jiff::Timestamp::from_second(s + 60).unwrap())),
                 last_failure,
                 inputs_hash,
                 queue_position,
@@ -307,7 +312,10 @@ proptest! {
         roundtrip(&AIMClusterRuntimeConfigSpec { common: RuntimeConfigCommon {
             env,
             storage: Some(StorageConfig { storage_class_name: class, headroom_percent: headroom }),
-            discovery: Some(DiscoveryConfig { active_deadline_seconds: deadline }),
+            discovery: Some(DiscoveryConfig {
+                active_deadline_seconds: deadline,
+                resources: None,
+            }),
         }});
     }
 

@@ -6,10 +6,13 @@ const MIB: usize = 1024 * 1024;
 /// with a short printable excerpt where one helps, and contains nothing that varies between runs.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// The log is longer than the byte limit.
-    #[error("the dry-run log is {size} bytes, over the limit of {limit} bytes ({})", mib(*limit))]
+    /// The log is longer than the byte limit. Its real size is unknown: reading stops past the limit.
+    #[error(
+        "the dry-run log is longer than the limit of {limit} bytes ({}); reading stopped there (the operator's --discovery-log-limit)",
+        mib(*limit)
+    )]
     TooLarge {
-        /// Bytes in the log.
+        /// Bytes seen (more than `limit`; the log may be longer still).
         size: usize,
         /// The byte limit.
         limit: usize,

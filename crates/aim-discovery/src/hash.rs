@@ -5,7 +5,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Version tag at the start of the hashed encoding; bump it when the encoding changes.
-pub const INPUTS_HASH_VERSION: &str = "aim-discovery/inputs/v1";
+pub const INPUTS_HASH_VERSION: &str = "aim-discovery/inputs/v2";
+/// The first encoding, which also covered the deadline; recognised so that an upgrade re-discovers nothing.
+const INPUTS_HASH_VERSION_V1: &str = "aim-discovery/inputs/v1";
 /// Length of [`inputs_hash`]'s result in hex characters.
 pub const INPUTS_HASH_LEN: usize = 16;
 
@@ -14,12 +16,26 @@ pub const INPUTS_HASH_LEN: usize = 16;
 /// Covered, in this order: template scope (a namespace and a cluster template of the same name may share
 /// the operator namespace, and must not share a Job name), job namespace (secrets resolve there), image,
 /// env (in order; `valueFrom` as canonical JSON of the Kubernetes type), pull secrets, service account,
-/// metric, precision, GPU model, GPU count, profile id and deadline, each as its effective value
+/// metric, precision, GPU model, GPU count and profile id, each as its effective value
 /// (see [`DiscoveryInputs`]). Not covered: the template name and uid, which identify the template rather
-/// than describe its dry-run. Each field is tagged and length-prefixed, so no two inputs encode alike.
+/// than describe its dry-run, and what only shapes the Job (deadline, resources, labels): changing a
+/// timeout must not re-discover every template. Each field is tagged and length-prefixed, so no two
+/// inputs encode alike.
 pub fn inputs_hash(inputs: &DiscoveryInputs) -> String {
+    encode(inputs, INPUTS_HASH_VERSION)
+}
+
+/// The hash as the first release computed it (it also covered the deadline, and the GPU count as given).
+/// A status holding this value describes the same inputs as one holding [`inputs_hash`]: an upgrade
+/// rewrites the hash instead of running discovery again.
+pub fn legacy_inputs_hash(inputs: &DiscoveryInputs) -> String {
+    encode(inputs, INPUTS_HASH_VERSION_V1)
+}
+
+fn encode(inputs: &DiscoveryInputs, version: &str) -> String {
+    let v1 = version == INPUTS_HASH_VERSION_V1;
     let mut enc = Encoder::default();
-    enc.field("version", Some(INPUTS_HASH_VERSION.as_bytes()));
+    enc.field("version", Some(version.as_bytes()));
     enc.field(
         "templateScope",
         Some(inputs.template_scope.as_str().as_bytes()),
@@ -35,14 +51,21 @@ pub fn inputs_hash(inputs: &DiscoveryInputs) -> String {
     enc.field("metric", inputs.metric.map(|m| m.as_str().as_bytes()));
     enc.field("precision", inputs.precision.map(|p| p.as_str().as_bytes()));
     enc.field("gpuModel", inputs.effective_gpu_model().map(str::as_bytes));
-    let gpu_count = inputs.gpu_count.map(i32::to_be_bytes);
+    let gpu_count = if v1 {
+        inputs.gpu_count
+    } else {
+        inputs.effective_gpu_count()
+    }
+    .map(i32::to_be_bytes);
     enc.field("gpuCount", gpu_count.as_ref().map(|b| &b[..]));
     enc.field(
         "profileId",
         inputs.effective_profile_id().map(str::as_bytes),
     );
-    let deadline = inputs.effective_deadline_seconds().to_be_bytes();
-    enc.field("activeDeadlineSeconds", Some(&deadline));
+    if v1 {
+        let deadline = inputs.effective_deadline_seconds().to_be_bytes();
+        enc.field("activeDeadlineSeconds", Some(&deadline));
+    }
     let digest = enc.hasher.finalize();
     to_hex(&digest[..INPUTS_HASH_LEN / 2])
 }

@@ -1,8 +1,9 @@
 //! The snapshot of everything that determines one discovery run.
 
 use aim_api::{DEFAULT_DISCOVERY_DEADLINE_SECONDS, Metric, Precision, TemplateScope};
-use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference};
+use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::collections::BTreeMap;
 
 /// `apiVersion` of both template kinds.
 pub const TEMPLATE_API_VERSION: &str = "aim.eai.amd.com/v1alpha1";
@@ -39,8 +40,14 @@ pub struct DiscoveryInputs {
     pub gpu_count: Option<i32>,
     /// Passed as `AIM_PROFILE_ID`.
     pub profile_id: Option<String>,
-    /// Upper bound of the dry-run in seconds (runtime config, default 600).
+    /// Upper bound of the dry-run in seconds (runtime config, default 600). Shapes the Job only: not part
+    /// of the inputs hash, so changing a timeout does not re-discover.
     pub active_deadline_seconds: i64,
+    /// Container resources of the dry-run pod (runtime config); `None` means [`crate::default_resources`].
+    /// Not part of the inputs hash.
+    pub resources: Option<ResourceRequirements>,
+    /// The template's own `aim.eai.amd.com/*` labels, copied to the Job and its pod. Not part of the hash.
+    pub template_labels: BTreeMap<String, String>,
 }
 
 impl DiscoveryInputs {
@@ -67,6 +74,8 @@ impl DiscoveryInputs {
             gpu_count: None,
             profile_id: None,
             active_deadline_seconds: DEFAULT_DISCOVERY_DEADLINE_SECONDS,
+            resources: None,
+            template_labels: BTreeMap::new(),
         }
     }
 
@@ -104,6 +113,12 @@ impl DiscoveryInputs {
     /// The GPU model, unless unset or empty.
     pub fn effective_gpu_model(&self) -> Option<&str> {
         non_empty(&self.gpu_model)
+    }
+
+    /// The GPU count passed to the dry-run: unset when no GPU is requested (`requests: 0` schedules on GPU
+    /// nodes without consuming GPUs, so there is no count to tell the engine).
+    pub fn effective_gpu_count(&self) -> Option<i32> {
+        self.gpu_count.filter(|n| *n > 0)
     }
 
     /// The profile id, unless unset or empty.

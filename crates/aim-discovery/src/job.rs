@@ -31,7 +31,8 @@ pub const ANNOTATION_TEMPLATE_NAME: &str = "aim.eai.amd.com/template-name";
 ///
 /// One container `discovery` runs the model image with `dry-run --format=json` and [`discovery_env`];
 /// no retries (`backoffLimit: 0`, `restartPolicy: Never`), the inputs' deadline, kept 600 s after it
-/// finishes; no GPU requests and no node affinity, only a small CPU and memory request. The pod passes
+/// finishes; no GPU requests and no node affinity; the runtime config's resources, else
+/// [`default_resources`]. The pod passes
 /// the `restricted` Pod Security Standard and mounts no service account token. Labels
 /// ([`discovery_labels`]) are on the Job and its pod; annotations carry the full hash and template name;
 /// a controller owner reference points at the template.
@@ -71,10 +72,17 @@ pub fn discovery_job(inputs: &DiscoveryInputs, hash: &str) -> Job {
     }
 }
 
-/// Labels of the Job and its pod: template (see [`template_label_value`]), template scope, managed-by
-/// and component.
+/// Labels of the Job and its pod: the template's own `aim.eai.amd.com/*` labels, then template (see
+/// [`template_label_value`]), template scope, name (`aim-discovery`), managed-by and component, which
+/// win over a template label of the same key.
 pub fn discovery_labels(inputs: &DiscoveryInputs) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut out: BTreeMap<String, String> = inputs
+        .template_labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(labels::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend([
         (
             labels::TEMPLATE.to_string(),
             template_label_value(&inputs.template_name),
@@ -91,7 +99,9 @@ pub fn discovery_labels(inputs: &DiscoveryInputs) -> BTreeMap<String, String> {
             labels::COMPONENT.to_string(),
             labels::COMPONENT_DISCOVERY.to_string(),
         ),
-    ])
+        (labels::NAME.to_string(), labels::NAME_DISCOVERY.to_string()),
+    ]);
+    out
 }
 
 /// Env of the discovery container (T-15): `AIM_LOG_LEVEL_ROOT=CRITICAL`, `AIM_LOG_LEVEL=CRITICAL`, the
@@ -120,7 +130,7 @@ pub fn discovery_env(inputs: &DiscoveryInputs) -> Vec<EnvVar> {
     if let Some(gpu) = inputs.effective_gpu_model() {
         all.push(fixed("AIM_GPU_MODEL", gpu.into()));
     }
-    if let Some(count) = inputs.gpu_count {
+    if let Some(count) = inputs.effective_gpu_count() {
         all.push(fixed("AIM_GPU_COUNT", count.to_string()));
     }
     if let Some(profile) = inputs.effective_profile_id() {
@@ -169,23 +179,30 @@ fn pod_spec(inputs: &DiscoveryInputs) -> PodSpec {
     }
 }
 
-fn container(inputs: &DiscoveryInputs) -> Container {
+/// Resources of the dry-run container when the runtime config sets none: 250m CPU and 1Gi memory
+/// requested, memory limited to 4Gi. A real dry-run starts Python and loads the engine's configuration
+/// and the model's config files, which needs more than a toy's memory; no GPU is requested.
+pub fn default_resources() -> ResourceRequirements {
     let quantities = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
             .collect::<BTreeMap<_, _>>()
     };
+    ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "250m"), ("memory", "1Gi")])),
+        limits: Some(quantities(&[("memory", "4Gi")])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn container(inputs: &DiscoveryInputs) -> Container {
     Container {
         name: CONTAINER_NAME.into(),
         image: Some(inputs.image.clone()),
         args: Some(DRY_RUN_ARGS.iter().map(|a| a.to_string()).collect()),
         env: Some(discovery_env(inputs)),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&[("cpu", "100m"), ("memory", "256Mi")])),
-            limits: Some(quantities(&[("memory", "1Gi")])),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(inputs.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {

@@ -19,11 +19,12 @@ mod result;
 mod scan;
 
 pub use error::ParseError;
-pub use hash::{INPUTS_HASH_LEN, INPUTS_HASH_VERSION, inputs_hash};
+pub use hash::{INPUTS_HASH_LEN, INPUTS_HASH_VERSION, inputs_hash, legacy_inputs_hash};
 pub use inputs::{DiscoveryInputs, TEMPLATE_API_VERSION};
 pub use job::{
     ANNOTATION_INPUTS_HASH, ANNOTATION_TEMPLATE_NAME, CONTAINER_NAME, DISCOVERY_GID, DISCOVERY_UID,
-    DRY_RUN_ARGS, JOB_TTL_SECONDS_AFTER_FINISHED, discovery_env, discovery_job, discovery_labels,
+    DRY_RUN_ARGS, JOB_TTL_SECONDS_AFTER_FINISHED, default_resources, discovery_env, discovery_job,
+    discovery_labels,
 };
 pub use name::{
     JOB_NAME_PREFIX, is_dns1123_label, is_valid_label_value, job_name, template_label_value,

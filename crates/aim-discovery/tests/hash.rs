@@ -3,7 +3,7 @@
 mod common;
 
 use aim_api::{Metric, Precision, TemplateScope};
-use aim_discovery::{DiscoveryInputs, INPUTS_HASH_LEN, inputs_hash};
+use aim_discovery::{DiscoveryInputs, INPUTS_HASH_LEN, inputs_hash, legacy_inputs_hash};
 use common::{env, full_inputs, secret_env};
 use k8s_openapi::api::core::v1::LocalObjectReference;
 
@@ -51,7 +51,6 @@ changes_hash! {
     gpu_count_unset_changes_hash: |i| i.gpu_count = None;
     profile_id_changes_hash: |i| i.profile_id = Some("vllm-mi325x-fp16-tp2-latency".into());
     profile_id_unset_changes_hash: |i| i.profile_id = None;
-    deadline_changes_hash: |i| i.active_deadline_seconds = 901;
     job_namespace_changes_hash: |i| i.job_namespace = "other-team".into();
     scope_changes_hash: |i| i.template_scope = TemplateScope::Cluster;
 }
@@ -80,8 +79,36 @@ fn hash_is_16_lowercase_hex() {
 fn golden_hash_is_pinned() {
     // Changing the encoding changes every template's hash and re-runs every discovery (T-22):
     // do it only on purpose, with a new INPUTS_HASH_VERSION.
-    assert_eq!(inputs_hash(&common::namespace_inputs()), "494cda35b891239c");
-    assert_eq!(inputs_hash(&full_inputs()), "be6bccd4c03d7490");
+    assert_eq!(inputs_hash(&common::namespace_inputs()), "ecdf16a8bcadac28");
+    assert_eq!(inputs_hash(&full_inputs()), "610555fb3fffd0d7");
+    // The first encoding stays recognisable, so an upgrade does not re-discover (T-25).
+    assert_eq!(
+        legacy_inputs_hash(&common::namespace_inputs()),
+        "494cda35b891239c"
+    );
+    assert_eq!(legacy_inputs_hash(&full_inputs()), "be6bccd4c03d7490");
+}
+
+#[test]
+fn what_only_shapes_the_job_is_not_an_input() {
+    // T-22 lists what re-discovers; a changed timeout, pod resources or template labels do not.
+    let (before, after) = changed(|i| {
+        i.active_deadline_seconds = 901;
+        i.resources = Some(aim_discovery::default_resources());
+        i.template_labels
+            .insert("aim.eai.amd.com/team".into(), "a".into());
+    });
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_zero_gpu_count_is_no_count() {
+    // `requests: 0` passes no AIM_GPU_COUNT, so it hashes like an unset count.
+    let (zero, unset) = (
+        changed(|i| i.gpu_count = Some(0)).1,
+        changed(|i| i.gpu_count = None).1,
+    );
+    assert_eq!(zero, unset);
 }
 
 #[test]

@@ -84,9 +84,73 @@ fn labels_on_job_and_pod() {
             assert_eq!(l[labels::TEMPLATE_SCOPE], scope);
             assert_eq!(l[labels::MANAGED_BY], "aim-operator");
             assert_eq!(l[labels::COMPONENT], "discovery");
-            assert_eq!(l.len(), 4);
+            assert_eq!(l[labels::NAME], "aim-discovery");
+            assert_eq!(l.len(), 5);
         }
     }
+}
+
+#[test]
+fn the_templates_own_labels_are_propagated() {
+    // The template's aim.eai.amd.com/* labels reach the Job and its pod; other keys and our own keys
+    // are not taken from the template.
+    let mut inputs = namespace_inputs();
+    inputs.template_labels = [
+        ("aim.eai.amd.com/model", "qwen3-32b"),
+        ("aim.eai.amd.com/origin", "auto-generated"),
+        ("aim.eai.amd.com/template-scope", "Cluster"),
+        ("team", "ml"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let job = job_for(&inputs);
+    let pod_labels = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone();
+    for l in [job.metadata.labels.clone().unwrap(), pod_labels.unwrap()] {
+        assert_eq!(l["aim.eai.amd.com/model"], "qwen3-32b");
+        assert_eq!(l["aim.eai.amd.com/origin"], "auto-generated");
+        assert_eq!(l[labels::TEMPLATE_SCOPE], "Namespace", "ours win");
+        assert!(!l.contains_key("team"));
+    }
+}
+
+#[test]
+fn resources_come_from_the_runtime_config_else_a_realistic_default() {
+    // api.md: spec.discovery.resources; the default leaves room for a real dry-run.
+    let job = job_for(&namespace_inputs());
+    let r = container(&job).resources.clone().unwrap();
+    assert_eq!(r, aim_discovery::default_resources());
+    assert_eq!(r.limits.unwrap()["memory"].0, "4Gi");
+    let mut inputs = namespace_inputs();
+    let mut custom = aim_discovery::default_resources();
+    custom.limits.as_mut().unwrap().insert(
+        "memory".into(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("12Gi".into()),
+    );
+    inputs.resources = Some(custom.clone());
+    assert_eq!(
+        container(&job_for(&inputs)).resources.as_ref(),
+        Some(&custom)
+    );
+}
+
+#[test]
+fn zero_gpus_pass_no_gpu_count() {
+    // `requests: 0` uses GPU nodes without consuming GPUs: no AIM_GPU_COUNT=0 for the engine.
+    let mut inputs = full_inputs();
+    inputs.gpu_count = Some(0);
+    let names: Vec<_> = discovery_env(&inputs).into_iter().map(|e| e.name).collect();
+    assert!(!names.contains(&"AIM_GPU_COUNT".to_string()), "{names:?}");
+    assert!(names.contains(&"AIM_GPU_MODEL".to_string()));
 }
 
 #[test]

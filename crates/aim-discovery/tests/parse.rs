@@ -173,6 +173,10 @@ fn log_over_the_limit_is_a_failure_that_says_the_limit() {
         text.contains("8388608 bytes") && text.contains("8 MiB"),
         "{text}"
     );
+    assert!(
+        !text.contains(&log.len().to_string()),
+        "the real size is unknown to a reader that stops at the limit: {text}"
+    );
     assert_eq!(err.reason(), "LogTooLarge");
     // Exactly at the limit is fine.
     let log = clean_array();

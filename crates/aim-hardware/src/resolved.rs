@@ -50,9 +50,11 @@ pub fn resolve_hardware(
     Some(ResolvedHardware { gpu, cpu })
 }
 
-/// `2 x MI300X`, `1 x GPU` when any model is accepted, `CPU` for CPU-only.
+/// `2 x MI300X`, `1 x GPU` when any model is accepted, `CPU` for CPU-only. A template that asks for no
+/// GPU (`requests: 0`) runs on a GPU node without consuming one: `MI300X node` / `GPU node`.
 pub fn hardware_summary(hw: &ResolvedHardware) -> String {
     match &hw.gpu {
+        Some(g) if g.requests <= 0 => format!("{} node", g.model.as_deref().unwrap_or("GPU")),
         Some(g) => format!("{} x {}", g.requests, g.model.as_deref().unwrap_or("GPU")),
         None => "CPU".to_string(),
     }

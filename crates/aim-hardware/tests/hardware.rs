@@ -297,6 +297,14 @@ fn resolved_hardware_prefers_discovery() {
         "CPU"
     );
     assert_eq!(resolve_hardware(None, None), None);
+    // requests: 0 consumes no GPU: not "0 x GPU".
+    let zero: Hardware =
+        serde_json::from_value(serde_json::json!({"gpu": {"requests": 0, "model": "MI300X"}}))
+            .unwrap();
+    assert_eq!(
+        hardware_summary(&resolve_hardware(Some(&zero), None).unwrap()),
+        "MI300X node"
+    );
 }
 
 #[test]

@@ -1,5 +1,4 @@
-//! Conditions computed purely: `lastTransitionTime` kept unless the status flips (T-30), and one event
-//! per transition (T-31).
+//! Conditions computed purely: `lastTransitionTime` kept unless the status flips (T-30).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -68,20 +67,4 @@ pub struct PlannedEvent {
     pub warning: bool,
     pub reason: String,
     pub message: String,
-}
-
-/// One event per condition whose status changed (or appeared). `Ready` and the other conditions are all
-/// positive: `True` is good news.
-pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<PlannedEvent> {
-    new.iter()
-        .filter(|c| {
-            !old.iter()
-                .any(|o| o.type_ == c.type_ && o.status == c.status)
-        })
-        .map(|c| PlannedEvent {
-            warning: c.status != "True",
-            reason: c.reason.clone(),
-            message: format!("{}: {}", c.type_, c.message),
-        })
-        .collect()
 }

@@ -2,13 +2,14 @@
 //! is, which discovery Job must exist, and (for the operator) how discovery slots are shared.
 //! Observations in, plan out; the same observations always give the same plan.
 
+pub mod children;
 pub mod conditions;
 pub mod model;
 pub mod queue;
 pub mod runtime_config;
 pub mod template;
 
-pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions, transition_events};
+pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions};
 pub use model::{ModelCandidate, ModelResolution, resolve_model};
 pub use queue::{DiscoveryQueue, SlotRequest};
 pub use runtime_config::{ConfigCandidate, ConfigResolution, resolve_runtime_config};

@@ -13,24 +13,32 @@ pub const DEFAULT_MAX_CONCURRENT_DISCOVERIES: usize = 10;
 /// Answer to a slot request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotRequest {
-    /// The slot is held for this Job; create it.
+    /// The slot is reserved for this Job; create it, then [`DiscoveryQueue::confirm`] or
+    /// [`DiscoveryQueue::release`].
     Granted,
     /// Wait; `position` 1 is next.
-    Waiting {
-        position: usize,
-        active: usize,
-        max: usize,
-    },
+    Waiting { position: usize, max: usize },
+}
+
+/// Where a held slot's Job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Granted; the create request has not answered yet.
+    Reserved,
+    /// The Job was created, or seen in the API.
+    Created,
 }
 
 /// Bookkeeping of discovery slots.
 #[derive(Debug, Clone)]
 pub struct DiscoveryQueue {
     max: usize,
-    /// Job key (`namespace/name`) → template key.
-    active: BTreeMap<String, String>,
+    /// Job key (`namespace/name`) → (template key, state).
+    active: BTreeMap<String, (String, Held)>,
     /// (creation time in seconds, template key).
     waiting: BTreeSet<(i64, String)>,
+    /// The position each waiting template was last told (what its status says).
+    told: BTreeMap<String, usize>,
 }
 
 impl DiscoveryQueue {
@@ -39,6 +47,7 @@ impl DiscoveryQueue {
             max: max.max(1),
             active: BTreeMap::new(),
             waiting: BTreeSet::new(),
+            told: BTreeMap::new(),
         }
     }
 
@@ -46,7 +55,7 @@ impl DiscoveryQueue {
         self.max
     }
 
-    /// Active Jobs counted against the limit.
+    /// Held slots (reserved or created), counted against the limit.
     pub fn active(&self) -> usize {
         self.active.len()
     }
@@ -61,11 +70,26 @@ impl DiscoveryQueue {
         self.active.contains_key(job_key)
     }
 
-    /// Records a Job found running (when the operator starts, before any new Job is created).
+    /// Records a Job found active in the API (at start-up or leadership, before any new Job is created;
+    /// later, a Job the watch shows active).
     pub fn occupy(&mut self, job_key: &str, template_key: &str) {
-        self.active
-            .insert(job_key.to_string(), template_key.to_string());
+        self.active.insert(
+            job_key.to_string(),
+            (template_key.to_string(), Held::Created),
+        );
+        self.drop_waiter(template_key);
+    }
+
+    fn drop_waiter(&mut self, template_key: &str) {
         self.waiting.retain(|(_, k)| k != template_key);
+        self.told.remove(template_key);
+    }
+
+    fn position(&self, template_key: &str) -> Option<usize> {
+        self.waiting
+            .iter()
+            .position(|(_, k)| k == template_key)
+            .map(|p| p + 1)
     }
 
     /// Asks for a slot for `template_key`'s Job `job_key`. Idempotent. Waiters for which `is_live` is false
@@ -80,28 +104,37 @@ impl DiscoveryQueue {
         if self.active.contains_key(job_key) {
             return SlotRequest::Granted;
         }
-        self.waiting
-            .retain(|(_, k)| k == template_key || is_live(k));
+        self.prune(|k| k == template_key || is_live(k));
         self.waiting.retain(|(_, k)| k != template_key);
         self.waiting.insert((created, template_key.to_string()));
-        let position = self
-            .waiting
-            .iter()
-            .position(|(_, k)| k == template_key)
-            .unwrap_or(0)
-            + 1;
+        let position = self.position(template_key).unwrap_or(1);
         let free = self.max.saturating_sub(self.active.len());
         if position <= free {
-            self.waiting.retain(|(_, k)| k != template_key);
-            self.active
-                .insert(job_key.to_string(), template_key.to_string());
+            self.drop_waiter(template_key);
+            self.active.insert(
+                job_key.to_string(),
+                (template_key.to_string(), Held::Reserved),
+            );
             SlotRequest::Granted
         } else {
+            self.told.insert(template_key.to_string(), position);
             SlotRequest::Waiting {
                 position,
-                active: self.active.len(),
                 max: self.max,
             }
+        }
+    }
+
+    fn prune(&mut self, is_live: impl Fn(&str) -> bool) {
+        self.waiting.retain(|(_, k)| is_live(k));
+        let waiting = &self.waiting;
+        self.told.retain(|k, _| waiting.iter().any(|(_, w)| w == k));
+    }
+
+    /// The create request of a granted Job answered: it exists now (created, or it already existed).
+    pub fn confirm(&mut self, job_key: &str) {
+        if let Some((_, held)) = self.active.get_mut(job_key) {
+            *held = Held::Created;
         }
     }
 
@@ -114,18 +147,49 @@ impl DiscoveryQueue {
 
     /// A template that no longer waits (it needs no discovery, or it is gone).
     pub fn forget(&mut self, template_key: &str) {
-        self.waiting.retain(|(_, k)| k != template_key);
+        self.drop_waiter(template_key);
     }
 
     /// The waiting templates that fit in the free slots.
     pub fn wake(&mut self, is_live: impl Fn(&str) -> bool) -> Vec<String> {
-        self.waiting.retain(|(_, k)| is_live(k));
+        self.prune(is_live);
         let free = self.max.saturating_sub(self.active.len());
         self.waiting
             .iter()
             .take(free)
             .map(|(_, k)| k.clone())
             .collect()
+    }
+
+    /// Created slots whose Job `exists` does not know: after a re-list these may have been deleted
+    /// while the watch was down (no delete event comes for them). The caller checks each with the API
+    /// server and [`release`](Self::release)s those that are really gone. Reserved slots are left
+    /// alone: their create request has not answered yet.
+    pub fn unseen(&self, exists: impl Fn(&str) -> bool) -> Vec<String> {
+        self.active
+            .iter()
+            .filter(|(job, (_, held))| *held == Held::Created && !exists(job))
+            .map(|(job, _)| job.clone())
+            .collect()
+    }
+
+    /// Waiting templates whose status shows a position that is no longer theirs (others got slots or
+    /// left). Each is marked as told, so the caller wakes it once to rewrite its position.
+    pub fn stale_positions(&mut self) -> Vec<String> {
+        let current: Vec<(String, usize)> = self
+            .waiting
+            .iter()
+            .enumerate()
+            .map(|(i, (_, k))| (k.clone(), i + 1))
+            .collect();
+        let mut stale = Vec::new();
+        for (key, position) in current {
+            if self.told.get(&key) != Some(&position) {
+                self.told.insert(key.clone(), position);
+                stale.push(key);
+            }
+        }
+        stale
     }
 }
 
@@ -147,7 +211,6 @@ mod tests {
             q.request("t5", 5, "j5", live),
             SlotRequest::Waiting {
                 position: 1,
-                active: 2,
                 max: 2
             }
         );
@@ -155,7 +218,6 @@ mod tests {
             q.request("t4", 4, "j4", live),
             SlotRequest::Waiting {
                 position: 1,
-                active: 2,
                 max: 2
             }
         );
@@ -163,7 +225,6 @@ mod tests {
             q.request("t5", 5, "j5", live),
             SlotRequest::Waiting {
                 position: 2,
-                active: 2,
                 max: 2
             }
         );
@@ -174,7 +235,6 @@ mod tests {
             q.request("t5", 5, "j5", live),
             SlotRequest::Waiting {
                 position: 2,
-                active: 1,
                 max: 2
             }
         );

@@ -24,6 +24,8 @@ pub struct EffectiveConfig {
     pub storage_class_name: Option<String>,
     pub headroom_percent: i32,
     pub discovery_deadline_seconds: i64,
+    /// Resources of the dry-run pod; `None`: the discovery crate's default.
+    pub discovery_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 /// The outcome of runtime-config resolution.
@@ -68,6 +70,7 @@ pub fn resolve_runtime_config(
         storage_class_name: None,
         headroom_percent: DEFAULT_HEADROOM_PERCENT,
         discovery_deadline_seconds: DEFAULT_DISCOVERY_DEADLINE_SECONDS,
+        discovery_resources: None,
     };
     for c in cluster_config.iter().chain(namespace_config.iter()) {
         config.env = merge_env(&config.env, &c.spec.env);
@@ -86,6 +89,9 @@ pub fn resolve_runtime_config(
             .and_then(|d| d.active_deadline_seconds)
         {
             config.discovery_deadline_seconds = d;
+        }
+        if let Some(r) = c.spec.discovery.as_ref().and_then(|d| d.resources.as_ref()) {
+            config.discovery_resources = Some(r.clone());
         }
     }
     let reference = match (&namespace_config, &cluster_config) {

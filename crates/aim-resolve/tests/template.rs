@@ -31,6 +31,9 @@ struct World {
     nodes: Vec<Node>,
     jobs: Vec<Job>,
     pods: Vec<Pod>,
+    refused: Option<String>,
+    /// Jobs created so far (for unique uids).
+    created: u32,
     now: i64,
 }
 
@@ -38,6 +41,15 @@ fn node(name: &str, device_id: &str) -> Node {
     serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "labels": { "amd.com/gpu.device-id": device_id } },
         "status": { "allocatable": { "amd.com/gpu": "8" } },
+    }))
+    .unwrap()
+}
+
+fn pod_of(job_uid: &str, name: &str, phase: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": "team",
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": job_uid}] },
+        "status": { "phase": phase },
     }))
     .unwrap()
 }
@@ -66,6 +78,8 @@ impl World {
             nodes: vec![node("a", "74a1"), node("b", "74a5")],
             jobs: Vec::new(),
             pods: Vec::new(),
+            refused: None,
+            created: 0,
             now: NOW,
         }
     }
@@ -86,6 +100,7 @@ impl World {
                 spec: &self.spec,
                 env: &self.env,
                 caching_enabled: false,
+                labels: None,
                 status: self.status.as_ref(),
             },
             namespace_model: self.ns_model.as_ref().map(|spec| ModelCandidate {
@@ -115,6 +130,8 @@ impl World {
             inventory,
             jobs: self.jobs.iter().collect(),
             pods: self.pods.iter().collect(),
+            job_events: Vec::new(),
+            job_refused: self.refused.clone(),
             log,
             log_limit: 1 << 20,
             slot,
@@ -152,9 +169,22 @@ impl World {
                 .iter()
                 .any(|(_, n)| Some(n) == j.metadata.name.as_ref())
         });
+        let uids: Vec<_> = self
+            .jobs
+            .iter()
+            .filter_map(|j| j.metadata.uid.clone())
+            .collect();
+        self.pods.retain(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| uids.contains(&o.uid))
+        });
         if let Some(job) = &plan.create_job {
             let mut job = job.clone();
-            job.metadata.uid = Some(format!("job-uid-{}", self.jobs.len()));
+            self.created += 1;
+            job.metadata.uid = Some(format!("job-uid-{}", self.created));
             self.jobs.push(job);
         }
     }
@@ -166,6 +196,7 @@ impl World {
         self.finish_job(type_, reason);
     }
 
+    /// The last Job ends with `type_`/`reason`; its pod ended Succeeded or Failed.
     fn finish_job(&mut self, type_: &str, reason: &str) {
         let job = self.jobs.last_mut().expect("a job");
         job.status = Some(
@@ -174,6 +205,13 @@ impl World {
             }))
             .unwrap(),
         );
+        let uid = job.metadata.uid.clone().unwrap();
+        let phase = if type_ == "Complete" {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        self.pods.push(pod_of(&uid, &format!("pod-{uid}"), phase));
     }
 }
 
@@ -355,7 +393,6 @@ fn t13_t23_discovery_waits_for_a_slot_then_creates_the_job() {
         &LogRead::NotRead,
         Slot::Waiting {
             position: 3,
-            active: 10,
             max: 10,
         },
     );
@@ -440,24 +477,42 @@ fn t20_t21_failed_job_counts_an_attempt_then_backs_off() {
     let d = p.status.discovery.clone().unwrap();
     assert_eq!(d.attempts, 1);
     assert_eq!(
+        d.next_attempt_time.as_ref().map(|t| t.0.as_second()),
+        Some(NOW + 60),
+        "T-21: the absolute time is in its own field"
+    );
+    assert_eq!(
         p.requeue_after,
         Some(Duration::from_secs(60)),
         "T-21: the operator schedules the retry"
     );
-    assert_eq!(p.delete_jobs.len(), 1, "the failed job goes");
     assert!(
-        cond(&p.status, types::DISCOVERED)
-            .message
-            .contains("next attempt at")
+        p.delete_jobs.is_empty(),
+        "the failed job stays for `kubectl logs` until the retry"
     );
+    let msg = &cond(&p.status, types::DISCOVERED).message;
+    assert!(msg.contains("retry after a 1m backoff"), "{msg}");
+    assert!(
+        !msg.contains("20"),
+        "T-30: no timestamp in the message: {msg}"
+    );
+    assert_eq!(p.events.len(), 1);
+    assert!(p.events[0].warning && p.events[0].reason == reasons::DISCOVERY_FAILED);
     w.apply(&p);
-    // 20 s later: still waiting, 40 s left.
+    // 20 s later: still waiting, 40 s left; the failed job is not counted again.
     w.now += 20;
     let p = w.plan();
-    assert!(p.create_job.is_none());
+    assert!(p.create_job.is_none() && p.delete_jobs.is_empty());
+    assert_eq!(p.status.discovery.as_ref().unwrap().attempts, 1);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(40)));
-    // After the backoff: a new attempt.
+    assert!(p.events.is_empty());
+    // After the backoff: the failed job goes first, then a new attempt.
     w.now += 40;
+    let p = w.plan();
+    assert_eq!(p.delete_jobs.len(), 1);
+    assert!(p.create_job.is_none());
+    assert_eq!(p.status.status, TemplatePhase::Pending);
+    w.apply(&p);
     let p = w.plan();
     assert!(p.create_job.is_some());
     w.apply(&p);
@@ -477,6 +532,141 @@ fn t20_t21_failed_job_counts_an_attempt_then_backs_off() {
             .unwrap()
             .contains("activeDeadlineSeconds (600s)")
     );
+}
+
+#[test]
+fn t20_a_failure_counts_once_even_when_the_cache_lags() {
+    // The status write and the Job cache race: the same failed Job seen again is not a second attempt.
+    let mut w = World::new();
+    w.run_job("Failed", "BackoffLimitExceeded");
+    let p = w.plan();
+    w.apply(&p);
+    for _ in 0..3 {
+        let again = w.plan();
+        assert_eq!(again.status, p.status);
+        assert!(again.events.is_empty());
+    }
+}
+
+#[test]
+fn t21_the_backoff_starts_when_the_failure_is_seen() {
+    // A slow log read must not eat the backoff: the time of the decision is when the result was read.
+    let mut w = World::new();
+    let p = w.plan();
+    w.apply(&p);
+    w.finish_job("Complete", "CompletionsReached");
+    w.now += 25;
+    let p = w.plan_with(&LogRead::Text(b"[]".to_vec()), Slot::Granted);
+    let d = p.status.discovery.unwrap();
+    assert_eq!(
+        d.last_attempt_time.unwrap().0.as_second(),
+        NOW,
+        "the attempt started then"
+    );
+    assert_eq!(d.next_attempt_time.unwrap().0.as_second(), NOW + 25 + 60);
+}
+
+#[test]
+fn a_refused_job_is_a_failed_attempt_with_a_warning() {
+    // Quota, admission or RBAC refuse the Job: status says so, the retry is scheduled, no hot loop.
+    let mut w = World::new();
+    w.refused = Some("exceeded quota: jobs, requested: count/jobs.batch=1".into());
+    let p = w.plan();
+    assert!(p.create_job.is_none());
+    assert_eq!(p.status.status, TemplatePhase::Failed);
+    let d = p.status.discovery.clone().unwrap();
+    assert_eq!(d.attempts, 1);
+    assert!(d.last_failure.unwrap().contains("refused"));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(60)));
+    assert_eq!(p.events.len(), 1);
+    assert!(p.events[0].warning && p.events[0].message.contains("exceeded quota"));
+    w.refused = None;
+    w.apply(&p);
+    assert!(w.plan().create_job.is_none(), "waits out the backoff");
+    w.now += 60;
+    assert!(w.plan().create_job.is_some(), "then tries again");
+}
+
+#[test]
+fn an_unschedulable_or_uncreatable_pod_says_why_at_once() {
+    let mut w = World::new();
+    let p = w.plan();
+    w.apply(&p);
+    let uid = w.jobs[0].metadata.uid.clone().unwrap();
+    let mut pod = pod_of(&uid, "p", "Pending");
+    pod.status = Some(
+        serde_json::from_value(serde_json::json!({ "phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/4 nodes are available: 4 node(s) had untolerated taint {gpu: only}" }] }))
+        .unwrap(),
+    );
+    w.pods.push(pod);
+    let p = w.plan();
+    assert_eq!(p.status.status, TemplatePhase::Pending);
+    assert_cond(
+        &p.status,
+        types::DISCOVERED,
+        "False",
+        reasons::DISCOVERY_BLOCKED,
+    );
+    assert!(
+        cond(&p.status, types::READY)
+            .message
+            .contains("untolerated taint")
+    );
+    assert!(
+        p.events[0].warning,
+        "trouble, not ordinary waiting: {:?}",
+        p.events
+    );
+}
+
+#[test]
+fn the_spec_type_overrides_the_discovered_type() {
+    let mut w = World::new();
+    w.spec.r#type = Some(TemplateType::Preview);
+    w.run_job("Complete", "CompletionsReached");
+    let p = w.plan();
+    let meta = &p.status.profile.as_ref().unwrap()["metadata"];
+    assert_eq!(meta["type"], "preview");
+    assert_eq!(meta["engine"], "vllm", "the rest stays verbatim");
+}
+
+#[test]
+fn a_first_release_hash_is_adopted_without_rediscovery() {
+    // Upgrading changes the hash encoding; a Ready template must not discover again.
+    let mut w = World::new();
+    w.run_job("Complete", "CompletionsReached");
+    let p = w.plan();
+    w.apply(&p);
+    w.jobs.clear();
+    w.pods.clear();
+    let current = p.status.discovery.as_ref().unwrap().inputs_hash.clone();
+    // What the first release wrote for the same inputs.
+    let legacy = {
+        let model = model_common("example.test/aim:1");
+        let mut inputs = aim_discovery::DiscoveryInputs::new(
+            "tpl",
+            TemplateScope::Namespace,
+            "uid-1",
+            "team",
+            model.image.clone(),
+        );
+        inputs.gpu_model = Some("MI300X".into());
+        inputs.gpu_count = Some(1);
+        aim_discovery::legacy_inputs_hash(&inputs)
+    };
+    w.status
+        .as_mut()
+        .unwrap()
+        .discovery
+        .as_mut()
+        .unwrap()
+        .inputs_hash = Some(legacy);
+    let p = w.plan();
+    assert!(p.create_job.is_none(), "no re-discovery");
+    assert_eq!(p.status.status, TemplatePhase::Ready);
+    assert_eq!(p.status.discovery.unwrap().inputs_hash, current);
 }
 
 #[test]
@@ -541,11 +731,44 @@ fn t22_changed_inputs_rediscover_while_staying_usable() {
             .contains("re-discovery")
     );
     assert_eq!(p.status.discovery.as_ref().unwrap().attempts, 0);
+    let ready_hw = (
+        w.status.as_ref().unwrap().hardware_summary.clone(),
+        w.status.as_ref().unwrap().resolved_node_affinity.clone(),
+    );
+    assert_eq!(ready_hw.0.as_deref(), Some("2 x MI300X"));
+    assert_eq!(
+        (
+            p.status.hardware_summary.clone(),
+            p.status.resolved_node_affinity.clone()
+        ),
+        ready_hw,
+        "T-10: the hardware of the profile in use stays while re-discovering"
+    );
     w.apply(&p);
     w.finish_job("Failed", "BackoffLimitExceeded");
     let p = w.plan();
     assert_eq!(p.status.status, TemplatePhase::Degraded);
     assert_eq!(p.status.model_sources.len(), 1, "old results kept");
+    assert_eq!(
+        (p.status.hardware_summary, p.status.resolved_node_affinity),
+        ready_hw,
+        "and when the re-discovery failed"
+    );
+}
+
+#[test]
+fn t22_a_changed_deadline_does_not_rediscover() {
+    let mut w = World::new();
+    w.run_job("Complete", "CompletionsReached");
+    let p = w.plan();
+    w.apply(&p);
+    w.ns_config = Some(
+        serde_json::from_value(serde_json::json!({"discovery": {"activeDeadlineSeconds": 30}}))
+            .unwrap(),
+    );
+    let p = w.plan();
+    assert!(p.create_job.is_none() && p.delete_jobs.is_empty());
+    assert_eq!(p.status.status, TemplatePhase::Ready);
 }
 
 #[test]
@@ -601,17 +824,81 @@ fn t29_t30_ready_condition_and_stable_transition_times() {
 }
 
 #[test]
-fn t31_events_only_on_transitions() {
+fn t31_a_static_template_records_exactly_one_event() {
     let mut w = World::new();
+    w.spec.model_sources = vec![
+        serde_json::from_value(serde_json::json!({"name": "w", "sourceURI": "hf://a/b"})).unwrap(),
+    ];
     let p = w.plan();
-    assert!(
-        p.events
-            .iter()
-            .any(|e| e.reason == reasons::MODEL_FOUND && !e.warning)
+    assert_eq!(p.status.status, TemplatePhase::Ready);
+    assert_eq!(p.events.len(), 1, "{:?}", p.events);
+    assert_eq!(
+        (p.events[0].reason.as_str(), p.events[0].warning),
+        ("Ready", false)
     );
     w.apply(&p);
-    let again = w.plan();
-    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert!(w.plan().events.is_empty());
+}
+
+#[test]
+fn t31_one_event_per_status_or_reason_change_warnings_only_for_trouble() {
+    let mut w = World::new();
+    let mut seen = Vec::new();
+    // Waiting for a slot: ordinary waiting, Normal.
+    let p = w.plan_with(
+        &LogRead::NotRead,
+        Slot::Waiting {
+            position: 2,
+            max: 10,
+        },
+    );
+    seen.extend(p.events.clone());
+    w.apply(&p);
+    // The position changes: no event.
+    let p = w.plan_with(
+        &LogRead::NotRead,
+        Slot::Waiting {
+            position: 1,
+            max: 10,
+        },
+    );
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    w.apply(&p);
+    // The job starts, runs, completes.
+    let p = w.plan();
+    assert_eq!(p.events.len(), 1);
+    assert_eq!(p.events[0].reason, "DiscoveryStarted");
+    seen.extend(p.events.clone());
+    w.apply(&p);
+    let uid = w.jobs[0].metadata.uid.clone().unwrap();
+    w.pods.push(pod_of(&uid, "p", "Running"));
+    let p = w.plan();
+    seen.extend(p.events.clone());
+    w.apply(&p);
+    w.pods.clear();
+    w.finish_job("Complete", "CompletionsReached");
+    let p = w.plan();
+    seen.extend(p.events.clone());
+    w.apply(&p);
+    assert!(w.plan().events.is_empty());
+    let summary: Vec<(&str, bool)> = seen
+        .iter()
+        .map(|e| (e.reason.as_str(), e.warning))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (reasons::AWAITING_DISCOVERY, false),
+            ("DiscoveryStarted", false),
+            (reasons::AWAITING_DISCOVERY, false),
+            ("Ready", false),
+        ]
+    );
+    // The GPU goes: NotAvailable is trouble.
+    w.nodes.clear();
+    let p = w.plan();
+    assert_eq!(p.events.len(), 1);
+    assert!(p.events[0].warning && p.events[0].reason == reasons::GPU_NOT_AVAILABLE);
 }
 
 #[test]
@@ -674,12 +961,10 @@ fn slot_of(n: u8) -> Slot {
         0 => Slot::Granted,
         1 => Slot::Waiting {
             position: 2,
-            active: 10,
             max: 10,
         },
         _ => Slot::Waiting {
             position: 1,
-            active: 9,
             max: 10,
         },
     }

@@ -53,13 +53,7 @@ impl RunningOperator {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = match &identity {
-                    Some((user, groups)) => {
-                        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
-                        xtask::support::client_as(user, &groups).await
-                    }
-                    None => client().await,
-                };
+                let client = operator_client(identity).await;
                 aim_operator::run(client, settings, async move {
                     let _ = stop_rx.await;
                 })
@@ -82,6 +76,21 @@ impl RunningOperator {
             t.join().expect("operator thread");
         }
     }
+}
+
+/// The client the operator runs with: the test cluster's kubeconfig over HTTP/2, as in production, acting
+/// as `identity` (user, groups) when given.
+pub async fn operator_client(identity: Option<(String, Vec<String>)>) -> kube::Client {
+    let path = xtask::testenv::kubeconfig_path();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("reading the kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig");
+    if let Some((user, groups)) = identity {
+        config.auth_info.impersonate = Some(user);
+        config.auth_info.impersonate_groups = Some(groups);
+    }
+    aim_operator::http2_client(config).expect("building the operator's client")
 }
 
 /// Makes sure the operator namespace exists and its discovery pods print [`DRY_RUN_OK`].

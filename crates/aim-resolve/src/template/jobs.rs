@@ -18,23 +18,6 @@ pub(super) fn job_has(job: &Job, type_: &str) -> Option<(String, String)> {
         })
 }
 
-pub(super) fn pods_of<'a>(job: &Job, pods: &[&'a Pod]) -> Vec<&'a Pod> {
-    let uid = job.metadata.uid.as_deref();
-    let mut out: Vec<&Pod> = pods
-        .iter()
-        .copied()
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(o.uid.as_str()) == uid)
-        })
-        .collect();
-    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    out
-}
-
 /// A pod stuck on pulling its image: the message to report.
 pub(super) fn image_pull_failure(pod: &Pod, image: &str) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;

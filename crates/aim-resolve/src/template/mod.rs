@@ -3,7 +3,7 @@
 //! [`decide`] may first answer [`Decision::Need`]: the operator then reads a pod log or asks the
 //! discovery queue for a slot, puts the answer in the observation, and decides again.
 
-use crate::conditions::{ConditionSpec, PlannedEvent, merge_conditions, transition_events};
+use crate::conditions::{ConditionSpec, PlannedEvent, merge_conditions};
 use crate::model::{ModelCandidate, ModelResolution, resolve_model};
 use crate::runtime_config::{
     ConfigCandidate, ConfigResolution, EffectiveConfig, resolve_runtime_config,
@@ -14,23 +14,27 @@ use aim_api::{
     TemplatePhase, TemplateScope,
 };
 use aim_discovery::{
-    ANNOTATION_INPUTS_HASH, DiscoveryInputs, discovery_job, inputs_hash, job_name, parse_dry_run,
+    ANNOTATION_INPUTS_HASH, DiscoveryInputs, discovery_job, inputs_hash, job_name,
+    legacy_inputs_hash, parse_dry_run,
 };
 use aim_hardware::{
     Availability, DiscoveredHardware, Inventory, availability, hardware_summary, resolve_hardware,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::{EnvVar, Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod events;
 mod inputs;
 mod jobs;
 mod results;
 mod steps;
 
+use crate::children::{failed_create, log_pod, pod_phase, pods_of, unschedulable};
 use inputs::discovery_inputs;
-use jobs::{failed_job_message, image_pull_failure, job_has, pods_of};
+use jobs::{failed_job_message, image_pull_failure, job_has};
 use results::{discovered_hardware, static_profile, static_sources};
 use steps::Draft;
 
@@ -50,6 +54,8 @@ pub struct TemplateView<'a> {
     pub env: &'a [EnvVar],
     /// Namespace templates' `caching.enabled`.
     pub caching_enabled: bool,
+    /// The template's labels; its `aim.eai.amd.com/*` ones are copied to its discovery Jobs.
+    pub labels: Option<&'a BTreeMap<String, String>>,
     pub status: Option<&'a ServiceTemplateStatus>,
 }
 
@@ -58,11 +64,7 @@ pub struct TemplateView<'a> {
 pub enum Slot {
     NotAsked,
     Granted,
-    Waiting {
-        position: usize,
-        active: usize,
-        max: usize,
-    },
+    Waiting { position: usize, max: usize },
 }
 
 /// The log of the current discovery Job's succeeded pod.
@@ -87,6 +89,11 @@ pub struct Observation<'a> {
     pub jobs: Vec<&'a Job>,
     /// Pods of those Jobs.
     pub pods: Vec<&'a Pod>,
+    /// `FailedCreate` Events of those Jobs (see [`crate::children::FAILED_CREATE_EVENT_SELECTOR`]).
+    pub job_events: Vec<&'a Event>,
+    /// The API server refused the discovery Job this decision asked for (quota, admission, RBAC): why.
+    /// The operator sets it after a refused create and decides again.
+    pub job_refused: Option<String>,
     pub log: LogRead,
     pub log_limit: usize,
     pub slot: Slot,
@@ -96,14 +103,16 @@ pub struct Observation<'a> {
     pub operator_namespace: &'a str,
     /// First retry delay after a failed discovery (T-21: 60 s; tests shorten it).
     pub backoff_base: Duration,
+    /// The time of the decision; the operator takes it again after each answer to a [`Need`] (reading a
+    /// large log takes time, and a failure is timed from when it was seen).
     pub now: jiff::Timestamp,
 }
 
 /// What the operator must fetch before a plan can be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
-    /// The log of the succeeded pod of this Job (container `discovery`).
-    Log { namespace: String, job: String },
+    /// The log of this pod (container `discovery`): the discovery Job's succeeded pod.
+    Log { namespace: String, pod: String },
     /// A discovery slot for this Job.
     Slot { namespace: String, job: String },
 }
@@ -177,8 +186,17 @@ fn is_true(status: &ServiceTemplateStatus, type_: &str, reason: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True" && c.reason == reason)
 }
 
-fn ts(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+/// A wait as a person says it: `45s`, `2m`, `1m30s`, `1h`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{h}h{m}m"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
 }
 
 fn job_ref(j: &Job) -> (String, String) {
@@ -210,15 +228,18 @@ pub fn decide(obs: &Observation) -> Decision {
         (Some(m), Some(c)) if !d.static_sources() => {
             let inputs = discovery_inputs(obs, m, c);
             let hash = inputs_hash(&inputs);
+            d.adopt_legacy_hash(&legacy_inputs_hash(&inputs), &hash);
             Some((inputs, hash))
         }
         _ => None,
     };
     let results_current = d.results_current(prepared.as_ref().map(|(_, h)| h.as_str()));
-    let discovered = if results_current {
-        discovered_hardware(d.old.profile.as_ref())
-    } else {
+    // T-10/T-22: while earlier results stay in use (re-discovery running or failed), so does the
+    // hardware they were found for: a service must get the affinity of the profile it runs.
+    let discovered = if d.static_sources() {
         None
+    } else {
+        discovered_hardware(d.old.profile.as_ref())
     };
     let hardware_ok = d.judge_hardware(discovered.as_ref());
     match prepared {
@@ -231,6 +252,7 @@ pub fn decide(obs: &Observation) -> Decision {
         _ => d.blocked_path(results_current),
     }
     d.cache();
+    d.override_type();
     Decision::Plan(Box::new(d.finish()))
 }
 

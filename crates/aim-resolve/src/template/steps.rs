@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// Whether this Job's failure is the one `status.discovery` already counted (T-20: once per Job).
+fn failure_counted(job: &Job, disc: &DiscoveryStatus) -> bool {
+    disc.attempts > 0
+        && disc.last_failure.is_some()
+        && job.metadata.uid.is_some()
+        && disc.job.as_ref().and_then(|j| j.uid.as_ref()) == job.metadata.uid.as_ref()
+}
+
 /// How long a discovery Job may exist without a pod before the status says so.
 pub(super) const POD_CREATION_GRACE: Duration = Duration::from_secs(30);
 
@@ -17,7 +25,7 @@ pub(super) struct Draft<'o, 'a> {
     delete_jobs: Vec<(String, String)>,
     requeue_after: Option<Duration>,
     waiting_for_slot: bool,
-    events: Vec<PlannedEvent>,
+    happened: events::Happened,
 }
 
 impl<'o, 'a> Draft<'o, 'a> {
@@ -35,7 +43,33 @@ impl<'o, 'a> Draft<'o, 'a> {
             delete_jobs: Vec::new(),
             requeue_after: None,
             waiting_for_slot: false,
-            events: Vec::new(),
+            happened: events::Happened::default(),
+        }
+    }
+
+    /// A status written by the first release holds the first encoding of the inputs hash: when it
+    /// matches these inputs, it is the same discovery, so the results stay (no re-discovery on upgrade).
+    pub(super) fn adopt_legacy_hash(&mut self, legacy: &str, hash: &str) {
+        if let Some(d) = self.old.discovery.as_mut()
+            && d.inputs_hash.as_deref() == Some(legacy)
+        {
+            d.inputs_hash = Some(hash.to_string());
+        }
+    }
+
+    /// `spec.type` overrides the type the dry-run reported (api.md).
+    pub(super) fn override_type(&mut self) {
+        let Some(t) = self.obs.template.spec.r#type else {
+            return;
+        };
+        if let Some(meta) = self
+            .st
+            .profile
+            .as_mut()
+            .and_then(|p| p.get_mut("metadata"))
+            .and_then(|m| m.as_object_mut())
+        {
+            meta.insert("type".into(), t.as_str().into());
         }
     }
 
@@ -299,97 +333,138 @@ impl<'o, 'a> Draft<'o, 'a> {
         disc: &mut DiscoveryStatus,
     ) -> Option<Need> {
         let obs = self.obs;
+        let named = |j: &&&Job| j.metadata.name.as_deref() == Some(name);
         let current = obs
             .jobs
             .iter()
-            .copied()
-            .find(|j| j.metadata.name.as_deref() == Some(name));
+            .filter(named)
+            .find(|j| j.metadata.deletion_timestamp.is_none())
+            .copied();
         let Some(job) = current else {
-            return self.start_or_wait(inputs, hash, name, job_ns, disc);
-        };
-        if job.metadata.deletion_timestamp.is_some() {
-            self.awaiting(
-                "waiting for the previous discovery job to be deleted",
-                TemplatePhase::Pending,
-            );
-        } else if job_has(job, "Complete").is_some() {
-            match &obs.log {
-                LogRead::NotRead => {
-                    return Some(Need::Log {
-                        namespace: job_ns.to_string(),
-                        job: name.to_string(),
-                    });
-                }
-                LogRead::Unavailable(why) => self.failure(
-                    format!("the dry-run log could not be read: {why}"),
-                    disc,
-                    job,
-                ),
-                LogRead::Text(log) => match parse_dry_run(log, obs.log_limit) {
-                    Ok(result) => {
-                        // T-18
-                        self.st.model_sources = result.model_sources.clone();
-                        self.st.profile = Some(result.profile.clone());
-                        disc.attempts = 0;
-                        disc.last_failure = None;
-                        disc.job = Some(JobReference {
-                            name: name.to_string(),
-                            namespace: job_ns.to_string(),
-                        });
-                        let found = DiscoveredHardware {
-                            gpu: result.metadata.gpu.clone(),
-                            gpu_count: result.metadata.gpu_count,
-                        };
-                        self.judge_hardware(Some(&found));
-                        let message = discovered_message(&self.st);
-                        self.condition(
-                            types::DISCOVERED,
-                            true,
-                            reasons::DISCOVERY_COMPLETE,
-                            message,
-                        );
-                    }
-                    Err(e) => self.failure(e.to_string(), disc, job),
-                },
-            }
-        } else if job_has(job, "Failed").is_some() {
-            let pods = pods_of(job, &obs.pods);
-            self.failure(
-                failed_job_message(job, &pods, inputs.active_deadline_seconds),
-                disc,
-                job,
-            );
-        } else {
-            let pods = pods_of(job, &obs.pods);
-            if let Some(message) = pods
-                .iter()
-                .find_map(|p| image_pull_failure(p, &inputs.image))
-            {
-                // T-20: a job stuck on its image is deleted, which frees its slot.
-                self.failure(message, disc, job);
-            } else if pods
-                .iter()
-                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            {
+            if obs.jobs.iter().any(|j| named(&j)) {
                 self.awaiting(
-                    &format!("dry-run running in job {name}"),
-                    TemplatePhase::Progressing,
-                );
-            } else if pods.is_empty() {
-                self.no_pod_yet(job, name);
-            } else {
-                self.awaiting(
-                    &format!("job {name} created; waiting for its pod to start"),
+                    &format!("waiting for the previous discovery job {name} to be deleted"),
                     TemplatePhase::Pending,
                 );
+                return None;
             }
+            return self.start_or_wait(inputs, hash, name, job_ns, disc);
+        };
+        if failure_counted(job, disc) {
+            // The Job stays (for `kubectl logs`) until the retry replaces it.
+            return self.retry_after(job, disc);
+        }
+        let pods = pods_of(job, &obs.pods);
+        if job_has(job, "Complete").is_some() {
+            return self.read_result(job, &pods, name, job_ns, disc);
+        }
+        if job_has(job, "Failed").is_some() {
+            let cause = failed_job_message(job, &pods, inputs.effective_deadline_seconds());
+            self.failure(cause, disc, Some(job), false);
+        } else if let Some(message) = pods
+            .iter()
+            .find_map(|p| image_pull_failure(p, &inputs.image))
+        {
+            // T-20: a job stuck on its image is deleted at once, which frees its slot.
+            self.failure(message, disc, Some(job), true);
+        } else if pods.iter().any(|p| pod_phase(p) == Some("Succeeded")) {
+            self.awaiting(
+                &format!("dry-run finished in job {name}; reading its result"),
+                TemplatePhase::Progressing,
+            );
+        } else if pods.iter().any(|p| pod_phase(p) == Some("Running")) {
+            self.awaiting(
+                &format!("dry-run running in job {name}"),
+                TemplatePhase::Progressing,
+            );
+        } else if let Some(why) = pods.iter().find_map(|p| unschedulable(p)) {
+            self.blocked(format!(
+                "the discovery pod of job {name} cannot be scheduled: {why}"
+            ));
+        } else if pods.is_empty() {
+            match failed_create(job, &obs.job_events) {
+                Some(why) => self.blocked(format!(
+                    "the discovery pod of job {name} cannot be created: {why}"
+                )),
+                None => self.no_pod_yet(job, name),
+            }
+        } else {
+            self.awaiting(
+                &format!("job {name} created; waiting for its pod to start"),
+                TemplatePhase::Pending,
+            );
         }
         None
     }
 
-    /// A Job without a pod: normal for a moment; after [`POD_CREATION_GRACE`] the Job controller is
-    /// most likely refused the pod (a missing service account, quota, admission), which only the Job's
-    /// events tell.
+    /// T-17…T-19: the Job completed; its succeeded pod's log is the result.
+    fn read_result(
+        &mut self,
+        job: &Job,
+        pods: &[&Pod],
+        name: &str,
+        job_ns: &str,
+        disc: &mut DiscoveryStatus,
+    ) -> Option<Need> {
+        let obs = self.obs;
+        let log = match &obs.log {
+            LogRead::NotRead => {
+                return match log_pod(job, pods).and_then(|p| p.metadata.name.clone()) {
+                    Some(pod) => Some(Need::Log {
+                        namespace: job_ns.to_string(),
+                        pod,
+                    }),
+                    None => {
+                        self.failure(
+                            format!("job {name} completed but its pod is gone, so its dry-run log cannot be read"),
+                            disc,
+                            Some(job),
+                            false,
+                        );
+                        None
+                    }
+                };
+            }
+            LogRead::Unavailable(why) => {
+                let cause = format!("the dry-run log could not be read: {why}");
+                self.failure(cause, disc, Some(job), false);
+                return None;
+            }
+            LogRead::Text(log) => log,
+        };
+        match parse_dry_run(log, obs.log_limit) {
+            Ok(result) => {
+                // T-18
+                self.st.model_sources = result.model_sources.clone();
+                self.st.profile = Some(result.profile.clone());
+                disc.attempts = 0;
+                disc.last_failure = None;
+                disc.next_attempt_time = None;
+                disc.job = Some(JobReference {
+                    name: name.to_string(),
+                    namespace: job_ns.to_string(),
+                    uid: None,
+                });
+                let found = DiscoveredHardware {
+                    gpu: result.metadata.gpu.clone(),
+                    gpu_count: result.metadata.gpu_count,
+                };
+                self.judge_hardware(Some(&found));
+                let message = discovered_message(&self.st);
+                self.condition(
+                    types::DISCOVERED,
+                    true,
+                    reasons::DISCOVERY_COMPLETE,
+                    message,
+                );
+            }
+            Err(e) => self.failure(e.to_string(), disc, Some(job), false),
+        }
+        None
+    }
+
+    /// A Job without a pod: normal for a moment; after [`POD_CREATION_GRACE`] without a `FailedCreate`
+    /// event that says why, the status points at `kubectl describe job`.
     fn no_pod_yet(&mut self, job: &Job, name: &str) {
         let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let grace = jiff::SignedDuration::from_secs(POD_CREATION_GRACE.as_secs() as i64);
@@ -397,7 +472,7 @@ impl<'o, 'a> Draft<'o, 'a> {
         match overdue_at {
             Some(at) if self.obs.now >= at => self.awaiting(
                 &format!(
-                    "job {name} has no pod after {}s; `kubectl describe job {name}` shows why (for example a missing service account or a quota)",
+                    "job {name} has no pod after {}s; `kubectl describe job {name}` shows why",
                     POD_CREATION_GRACE.as_secs()
                 ),
                 TemplatePhase::Pending,
@@ -415,6 +490,47 @@ impl<'o, 'a> Draft<'o, 'a> {
         }
     }
 
+    /// When the current attempt's backoff ends: `nextAttemptTime`, or, for a status written before that
+    /// field existed, the last attempt plus the backoff.
+    fn retry_at(&self, disc: &DiscoveryStatus) -> Option<jiff::Timestamp> {
+        if disc.attempts <= 0 || disc.last_failure.is_none() {
+            return None;
+        }
+        disc.next_attempt_time.as_ref().map(|t| t.0).or_else(|| {
+            let wait = backoff(self.obs.backoff_base, disc.attempts);
+            disc.last_attempt_time.as_ref().and_then(|t| {
+                t.0.checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
+                    .ok()
+            })
+        })
+    }
+
+    /// Still backing off: say so and wake up when it ends (T-21).
+    fn backing_off(&mut self, disc: &DiscoveryStatus) -> bool {
+        match self.retry_at(disc).filter(|at| self.obs.now < *at) {
+            Some(at) => {
+                self.failed_state(disc);
+                let left = at.duration_since(self.obs.now).unsigned_abs();
+                self.requeue_after = Some(left.max(Duration::from_secs(1)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The failed Job of a counted failure: kept during the backoff, deleted when the retry is due.
+    fn retry_after(&mut self, job: &Job, disc: &mut DiscoveryStatus) -> Option<Need> {
+        if !self.backing_off(disc) {
+            let name = job.metadata.name.as_deref().unwrap_or_default();
+            self.delete_jobs.push(job_ref(job));
+            self.awaiting(
+                &format!("retrying: removing the failed discovery job {name} first"),
+                TemplatePhase::Pending,
+            );
+        }
+        None
+    }
+
     /// No Job for the current inputs: wait out a backoff, wait for a slot, or create it (T-21, T-23).
     pub(super) fn start_or_wait(
         &mut self,
@@ -425,18 +541,12 @@ impl<'o, 'a> Draft<'o, 'a> {
         disc: &mut DiscoveryStatus,
     ) -> Option<Need> {
         let obs = self.obs;
-        let wait = backoff(obs.backoff_base, disc.attempts);
-        let retry_at = match (&disc.last_failure, &disc.last_attempt_time) {
-            (Some(_), Some(at)) if disc.attempts > 0 => {
-                at.0.checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
-                    .ok()
-            }
-            _ => None,
-        };
-        if let Some(at) = retry_at.filter(|at| obs.now < *at) {
-            self.failed_state(disc, wait);
-            let left = at.duration_since(obs.now).unsigned_abs();
-            self.requeue_after = Some(left.max(Duration::from_secs(1)));
+        if self.backing_off(disc) {
+            return None;
+        }
+        if let Some(why) = &obs.job_refused {
+            let cause = format!("the API server refused discovery job {job_ns}/{name}: {why}");
+            self.failure(cause, disc, None, false);
             return None;
         }
         match obs.slot {
@@ -446,15 +556,11 @@ impl<'o, 'a> Draft<'o, 'a> {
                     job: name.to_string(),
                 });
             }
-            Slot::Waiting {
-                position,
-                active,
-                max,
-            } => {
+            Slot::Waiting { position, max } => {
                 self.waiting_for_slot = true;
                 disc.queue_position = Some(i32::try_from(position).unwrap_or(i32::MAX));
                 let message = format!(
-                    "waiting for a discovery slot: {active} of {max} running, position {position} in the queue"
+                    "waiting for a discovery slot: position {position} in the queue (at most {max} discoveries run at once)"
                 );
                 self.awaiting(&message, TemplatePhase::Pending);
             }
@@ -463,17 +569,15 @@ impl<'o, 'a> Draft<'o, 'a> {
                 disc.job = Some(JobReference {
                     name: name.to_string(),
                     namespace: job_ns.to_string(),
+                    uid: None,
                 });
                 disc.last_attempt_time = Some(self.now.clone());
+                disc.next_attempt_time = None;
                 self.awaiting(
                     &format!("job {name} created; waiting for its pod to start"),
                     TemplatePhase::Pending,
                 );
-                self.events.push(PlannedEvent {
-                    warning: false,
-                    reason: "DiscoveryStarted".into(),
-                    message: format!("created discovery job {job_ns}/{name}"),
-                });
+                self.happened.started = Some(format!("{job_ns}/{name}"));
             }
         }
         None
@@ -485,6 +589,16 @@ impl<'o, 'a> Draft<'o, 'a> {
     }
 
     pub(super) fn awaiting(&mut self, message: &str, phase: TemplatePhase) {
+        self.discovery_not_done(reasons::AWAITING_DISCOVERY, message, phase);
+    }
+
+    /// The discovery pod cannot start until someone acts (quota, admission, taints): Pending with a
+    /// reason of its own, so that it shows and is recorded as a Warning (T-31).
+    fn blocked(&mut self, message: String) {
+        self.discovery_not_done(reasons::DISCOVERY_BLOCKED, &message, TemplatePhase::Pending);
+    }
+
+    fn discovery_not_done(&mut self, reason: &str, message: &str, phase: TemplatePhase) {
         let (message, phase) = if self.has_results() {
             (
                 format!("inputs changed; re-discovery is running: {message}"),
@@ -493,43 +607,52 @@ impl<'o, 'a> Draft<'o, 'a> {
         } else {
             (message.to_string(), phase)
         };
-        self.condition(
-            types::DISCOVERED,
-            false,
-            reasons::AWAITING_DISCOVERY,
-            message.clone(),
-        );
-        self.blockers
-            .add(phase, reasons::AWAITING_DISCOVERY, message);
+        self.condition(types::DISCOVERED, false, reason, message.clone());
+        self.blockers.add(phase, reason, message);
     }
 
-    /// T-19/T-20: records the failure once, deletes the Job, and waits (T-21).
-    pub(super) fn failure(&mut self, cause: String, disc: &mut DiscoveryStatus, job: &Job) {
+    /// T-19/T-20: records the failure of this attempt (tied to its Job, so it counts once) and waits
+    /// (T-21), timed from now. The Job is deleted at once only when it would hold its slot (`delete`).
+    pub(super) fn failure(
+        &mut self,
+        cause: String,
+        disc: &mut DiscoveryStatus,
+        job: Option<&Job>,
+        delete: bool,
+    ) {
         disc.attempts += 1;
         disc.last_failure = Some(cause);
-        disc.last_attempt_time = Some(self.now.clone());
+        if let Some(job) = job {
+            disc.job = Some(JobReference {
+                name: job.metadata.name.clone().unwrap_or_default(),
+                namespace: job.metadata.namespace.clone().unwrap_or_default(),
+                uid: job.metadata.uid.clone(),
+            });
+            if delete {
+                self.delete_jobs.push(job_ref(job));
+            }
+        }
         let wait = backoff(self.obs.backoff_base, disc.attempts);
+        disc.next_attempt_time = self
+            .obs
+            .now
+            .checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
+            .ok()
+            .map(Time);
         self.requeue_after = Some(wait);
-        self.delete_jobs.push(job_ref(job));
-        self.failed_state(disc, wait);
+        let message = self.failed_state(disc);
+        self.happened.failed = Some(message);
     }
 
-    pub(super) fn failed_state(&mut self, disc: &DiscoveryStatus, wait: Duration) {
-        let at = disc
-            .last_attempt_time
-            .as_ref()
-            .and_then(|t| {
-                t.0.checked_add(jiff::SignedDuration::from_secs(wait.as_secs() as i64))
-                    .ok()
-            })
-            .map(ts)
-            .unwrap_or_default();
+    /// The Failed (or, with earlier results, Degraded) state while backing off; returns its message.
+    pub(super) fn failed_state(&mut self, disc: &DiscoveryStatus) -> String {
+        let wait = backoff(self.obs.backoff_base, disc.attempts);
         let has_results = self.has_results();
         let message = format!(
-            "{}; attempt {} failed, next attempt at {at} (after {}s){}",
+            "{}; attempt {} failed, retry after a {} backoff{}",
             disc.last_failure.clone().unwrap_or_default(),
             disc.attempts,
-            wait.as_secs(),
+            human_duration(wait),
             if has_results {
                 "; the previous results stay in use"
             } else {
@@ -547,7 +670,9 @@ impl<'o, 'a> Draft<'o, 'a> {
         } else {
             TemplatePhase::Failed
         };
-        self.blockers.add(phase, reasons::DISCOVERY_FAILED, message);
+        self.blockers
+            .add(phase, reasons::DISCOVERY_FAILED, message.clone());
+        message
     }
 
     /// T-27: the cache seam (namespace templates with caching).
@@ -625,8 +750,7 @@ impl<'o, 'a> Draft<'o, 'a> {
             &self.now,
             self.obs.template.generation,
         );
-        let mut events = transition_events(&self.old.conditions, &self.st.conditions);
-        events.extend(self.events);
+        let events = events::events(&self.old, &self.st, self.happened);
         self.delete_jobs.sort();
         self.delete_jobs.dedup();
         Plan {
