@@ -178,13 +178,50 @@ async fn discovery_limit_holds_across_restarts_and_ready_templates_stay_discover
     .await;
     assert_eq!(watch.lock().unwrap().active.len(), LIMIT);
 
+    // T-23: two running templates go; their slots pass on, and every waiting template's position is
+    // brought up to date within seconds (not only the two that got a slot).
+    let running: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| t.status.as_ref().is_some_and(|s| !waiting(s)))
+        .filter_map(|t| t.metadata.name)
+        .take(2)
+        .collect();
+    for name in &running {
+        api.delete(name, &Default::default()).await.unwrap();
+    }
+    let left = TEMPLATES - LIMIT - 2;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut positions: Vec<i32> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter_map(|t| t.status.as_ref()?.discovery.as_ref()?.queue_position)
+            .collect();
+        positions.sort();
+        if positions == (1..=left as i32).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue positions stale: {positions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Inputs change (the env is an input): old jobs go (T-24), slots pass on, and all reach Ready.
     apply(
         &models,
         &model(&ns.name, "m", "example.test/aim:1", serde_json::json!([])),
     )
     .await;
-    wait_count(&api, TEMPLATES, "Ready", |s| {
+    wait_count(&api, TEMPLATES - 2, "Ready", |s| {
         s.status == TemplatePhase::Ready
     })
     .await;

@@ -395,8 +395,17 @@ async fn vram_and_gpu_count_requirements() {
     let api = ns.api::<AIMServiceTemplate>();
     let sources = serde_json::json!([{"name": "w", "sourceURI": "hf://a/b"}]);
     apply(&api, &template(&ns.name, "big", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "200Gi" } }, "modelSources": sources }))).await;
-    apply(&api, &template(&ns.name, "huge", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "300Gi" } }, "modelSources": sources }))).await;
-    apply(&api, &template(&ns.name, "many", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "requests": 16, "model": "MI300X" } }, "modelSources": sources }))).await;
+    // These two would discover (no static sources): NotAvailable must stop that (T-06).
+    apply(
+        &api,
+        &template(
+            &ns.name,
+            "huge",
+            serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "300Gi" } } }),
+        ),
+    )
+    .await;
+    apply(&api, &template(&ns.name, "many", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "requests": 16, "model": "MI300X" } } }))).await;
     let t = wait_for(&api, "big", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let s = t.status.unwrap();
     assert_eq!(s.hardware_summary.as_deref(), Some("1 x GPU"));
@@ -595,8 +604,78 @@ async fn changed_inputs_rediscover_and_a_failed_rediscovery_degrades() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
+    // The spec asks for 2 GPUs; the dry-run found a profile for 1 (T-10: discovery wins).
+    let spec = serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI300X", "requests": 2 } } });
+    apply(&api, &template(&ns.name, "t", spec)).await;
     let first = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let hardware = |s: &ServiceTemplateStatus| {
+        (
+            s.hardware_summary.clone(),
+            serde_json::to_string(&s.resolved_node_affinity).unwrap(),
+            s.resolved_hardware.clone(),
+        )
+    };
+    let in_use = hardware(first.status.as_ref().unwrap());
+    assert_eq!(in_use.0.as_deref(), Some("1 x MI300X"));
+    // A re-discovery that does not finish: the template stays usable with what it has (T-22).
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:0",
+            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "hang"}]),
+        ),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "t",
+        "re-discovery running",
+        WAIT,
+        phase_with(
+            TemplatePhase::Ready,
+            types::DISCOVERED,
+            reasons::AWAITING_DISCOVERY,
+        ),
+    )
+    .await;
+    let s = t.status.unwrap();
+    assert_eq!(condition(&s, types::DISCOVERED).status, "False");
+    assert!(
+        condition(&s, types::DISCOVERED)
+            .message
+            .contains("re-discovery")
+    );
+    assert_eq!(condition(&s, types::READY).status, "True");
+    assert_eq!(
+        hardware(&s),
+        in_use,
+        "T-10/T-22: the hardware of the profile in use stays"
+    );
+    apply(
+        &models,
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    wait_for(
+        &api,
+        "t",
+        "discovered again for the first image",
+        WAIT,
+        phase_with(
+            TemplatePhase::Ready,
+            types::DISCOVERED,
+            reasons::DISCOVERY_COMPLETE,
+        ),
+    )
+    .await;
+    let first = api.get("t").await.unwrap();
     let first_hash = first
         .status
         .as_ref()
@@ -670,55 +749,9 @@ async fn changed_inputs_rediscover_and_a_failed_rediscovery_degrades() {
         ),
     )
     .await;
-    assert_eq!(t.status.unwrap().model_sources.len(), 2, "old results kept");
-}
-
-#[tokio::test]
-async fn events_are_recorded_once_per_transition() {
-    // T-31
-    let ns = setup("events", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
-    let api = ns.api::<AIMServiceTemplate>();
-    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
-    wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
-    // Events are published right after the status write: collect them from a watch until Ready's arrives.
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    let mut list: Vec<k8s_openapi::api::events::v1::Event> = Vec::new();
-    let collect = async {
-        use futures::TryStreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
-        let mut stream =
-            std::pin::pin!(watcher(events, watcher::Config::default()).applied_objects());
-        while let Some(e) = stream.try_next().await.unwrap() {
-            let ready = e.reason.as_deref() == Some(reasons::READY);
-            list.push(e);
-            if ready {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, collect)
-        .await
-        .expect("a Ready event");
-    let complete: Vec<_> = list
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some(reasons::DISCOVERY_COMPLETE))
-        .collect();
-    assert_eq!(complete.len(), 1, "one DiscoveryComplete event: {list:#?}");
-    assert_eq!(
-        complete[0].series.as_ref().map(|s| s.count),
-        None,
-        "not repeated"
-    );
+    let s = t.status.unwrap();
+    assert_eq!(s.model_sources.len(), 2, "old results kept");
+    assert_eq!(hardware(&s), in_use, "and the hardware they were found for");
 }
 
 #[tokio::test]
