@@ -2,6 +2,7 @@
 
 mod crdgen;
 mod demo;
+mod scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,8 +34,11 @@ enum Task {
         #[arg(long)]
         exit_when_settled: bool,
     },
-    /// Run the criterion benchmarks (the dry-run parser; extra arguments go to criterion).
+    /// Benchmarks: the criterion benchmarks (the dry-run parser; extra arguments go to criterion), or
+    /// `scale` to measure the operator with many templates on the test cluster.
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchKind>,
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -48,6 +52,22 @@ enum Task {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Time to Ready, connections, peak memory and CPU of the operator with many static templates.
+    Scale {
+        /// Templates to create.
+        #[arg(long, default_value_t = 1000)]
+        templates: usize,
+        /// Namespaces to spread them over.
+        #[arg(long, default_value_t = 10)]
+        namespaces: usize,
+        /// An operator binary to measure instead of this workspace's (e.g. an older build).
+        #[arg(long)]
+        operator: Option<std::path::PathBuf>,
     },
 }
 
@@ -82,7 +102,24 @@ fn main() -> Result<()> {
         }
         Task::Test { keep, args } => test(keep, &args),
         Task::Demo { exit_when_settled } => demo::run(exit_when_settled),
-        Task::Bench { args } => {
+        Task::Bench {
+            what:
+                Some(BenchKind::Scale {
+                    templates,
+                    namespaces,
+                    operator,
+                }),
+            ..
+        } => {
+            let operator = match operator {
+                Some(o) => o,
+                None => scale::build_operator()?,
+            };
+            let figures = scale::run(&operator, templates, namespaces)?;
+            println!("{figures}");
+            Ok(())
+        }
+        Task::Bench { what: None, args } => {
             let status = std::process::Command::new(
                 std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
             )
