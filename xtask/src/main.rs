@@ -2,6 +2,7 @@
 
 mod crdgen;
 mod demo;
+mod deps;
 mod scale;
 
 use anyhow::Result;
@@ -44,6 +45,8 @@ enum Task {
     },
     /// Build the test control plane binaries into the cache (no cluster is started).
     BuildTestenv,
+    /// Fail when a crate under crates/ has tokio, hyper or kube's client/runtime among its normal dependencies.
+    CheckDeps,
     /// Run every test: bring the test cluster up, run unit and end-to-end tests, bring it down.
     Test {
         /// Leave the cluster running afterwards.
@@ -130,6 +133,7 @@ fn main() -> Result<()> {
             anyhow::ensure!(status.success(), "benchmarks failed ({status})");
             Ok(())
         }
+        Task::CheckDeps => deps::check(),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());
             Ok(())

@@ -51,13 +51,13 @@ fn kubectl_apply(bin: &Path, yaml: &str) -> Result<()> {
     Ok(())
 }
 
-/// Namespaces, one model each, and `templates` static templates spread over them.
-fn populate(bin: &Path, templates: usize, namespaces: usize) -> Result<()> {
+/// Namespaces `<prefix>-<n>`, one model each, and `templates` static templates spread over them.
+fn populate(bin: &Path, prefix: &str, templates: usize, namespaces: usize) -> Result<()> {
     let mut yaml = String::new();
     for n in 0..namespaces {
         yaml += &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scale-{n}\n---\n\
-             apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: scale-{n}\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {prefix}-{n}\n---\n\
+             apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: {prefix}-{n}\n\
              spec:\n  image: example.test/aim:1\n  discovery:\n    extractMetadata: false\n    createServiceTemplates: false\n---\n"
         );
     }
@@ -66,7 +66,7 @@ fn populate(bin: &Path, templates: usize, namespaces: usize) -> Result<()> {
         let mut yaml = String::new();
         for i in chunk {
             yaml += &format!(
-                "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: t{i}\n  namespace: scale-{}\n\
+                "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: t{i}\n  namespace: {prefix}-{}\n\
                  spec:\n  modelName: m\n  hardware:\n    gpu:\n      model: MI300X\n      requests: 1\n\
                  \x20 modelSources:\n  - name: weights\n    sourceURI: hf://org/model-{i}\n    size: 16Gi\n---\n",
                 i % namespaces
@@ -77,19 +77,20 @@ fn populate(bin: &Path, templates: usize, namespaces: usize) -> Result<()> {
     Ok(())
 }
 
-fn ready_count(bin: &Path) -> Result<usize> {
+fn ready_count(bin: &Path, prefix: &str) -> Result<usize> {
     let out = testenv::kubectl(bin)
         .args([
             "get",
             "aimservicetemplates",
             "-A",
             "-o",
-            "jsonpath={range .items[*]}{.status.status}{\"\\n\"}{end}",
+            "jsonpath={range .items[*]}{.metadata.namespace} {.status.status}{\"\\n\"}{end}",
         ])
         .output()?;
+    let ours = format!("{prefix}-");
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| *l == "Ready")
+        .filter(|l| l.starts_with(&ours) && l.ends_with(" Ready"))
         .count())
 }
 
@@ -163,8 +164,9 @@ pub fn run(operator: &Path, templates: usize, namespaces: usize) -> Result<Figur
     let bin = testenv::ensure_binaries()?;
     testenv::up()?;
     let port = api_port()?;
-    eprintln!("creating {templates} templates in {namespaces} namespaces");
-    populate(&bin, templates, namespaces)?;
+    let prefix = format!("scale-{}", std::process::id());
+    eprintln!("creating {templates} templates in {namespaces} namespaces {prefix}-*");
+    populate(&bin, &prefix, templates, namespaces)?;
     let started = Instant::now();
     let mut child: Child = Command::new(operator)
         .env("KUBECONFIG", testenv::kubeconfig_path())
@@ -184,7 +186,7 @@ pub fn run(operator: &Path, templates: usize, namespaces: usize) -> Result<Figur
         figures.peak_rss_mib = figures.peak_rss_mib.max(rss_kib(pid) as f64 / 1024.0);
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
-            if ready_count(&bin)? >= templates {
+            if ready_count(&bin, &prefix)? >= templates {
                 figures.seconds_to_ready = started.elapsed().as_secs_f64();
                 break Ok(());
             }
@@ -200,10 +202,11 @@ pub fn run(operator: &Path, templates: usize, namespaces: usize) -> Result<Figur
     figures.cpu_seconds = cpu_seconds(pid);
     let _ = child.kill();
     let _ = child.wait();
+    // Wait for the deletion, so that a following run does not share the API server with it.
     let mut del = testenv::kubectl(&bin);
-    del.args(["delete", "namespace", "--wait=false"]);
+    del.args(["delete", "namespace", "--wait=true", "--timeout=300s"]);
     for n in 0..namespaces {
-        del.arg(format!("scale-{n}"));
+        del.arg(format!("{prefix}-{n}"));
     }
     let _ = del.output();
     result?;

@@ -973,3 +973,98 @@ async fn paused_templates_are_frozen() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
+    // T-05, T-06, T-08, T-09, T-11 with nodes that only exist during this test.
+    let ns = setup("edgenodes", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    let gpu = |model: &str, requests: i32| serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": model, "requests": requests } } });
+    apply(&api, &template(&ns.name, "mi355x", gpu("MI355X", 1))).await;
+    apply(&api, &template(&ns.name, "mi250x", gpu("MI250X", 1))).await;
+    apply(&api, &template(&ns.name, "v710", gpu("V710", 1))).await;
+    apply(&api, &template(&ns.name, "v710-shared", gpu("V710", 0))).await;
+    for name in ["mi355x", "mi250x", "v710", "v710-shared"] {
+        wait_for(
+            &api,
+            name,
+            "NotAvailable",
+            WAIT,
+            phase(TemplatePhase::NotAvailable),
+        )
+        .await;
+    }
+    assert!(
+        ns.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "T-06: no discovery while NotAvailable"
+    );
+    let suffix = ns.name.clone();
+    let mi355x = FakeNode::mi355x(&format!("mi355x-{suffix}")).await;
+    let _family = FakeNode::family_only(&format!("mi250x-{suffix}")).await;
+    let _v710 = FakeNode::no_allocatable(&format!("v710-{suffix}")).await;
+    // The MI355X node appears: its template discovers and becomes Ready (T-11).
+    let t = wait_for(&api, "mi355x", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let affinity = serde_json::to_string(&t.status.unwrap().resolved_node_affinity).unwrap();
+    assert!(affinity.contains("75a3"), "{affinity}");
+    // A node known only by its family label counts, and the affinity can match it (T-05, T-09).
+    let t = wait_for(&api, "mi250x", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let affinity = serde_json::to_string(&t.status.unwrap().resolved_node_affinity).unwrap();
+    assert!(
+        affinity.contains("amd.com/gpu.family") && affinity.contains("MI250X"),
+        "{affinity}"
+    );
+    // GPU labels without allocatable GPUs do not run a template that needs one (T-08), but do run one
+    // that consumes none.
+    wait_for(
+        &api,
+        "v710-shared",
+        "Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    let t = wait_for(
+        &api,
+        "v710",
+        "InsufficientGPUsPerNode",
+        WAIT,
+        phase_with(
+            TemplatePhase::NotAvailable,
+            types::HARDWARE_AVAILABLE,
+            reasons::INSUFFICIENT_GPUS_PER_NODE,
+        ),
+    )
+    .await;
+    assert!(
+        condition(t.status.as_ref().unwrap(), types::HARDWARE_AVAILABLE)
+            .message
+            .contains("is 0"),
+        "{:?}",
+        t.status
+    );
+    // The MI355X node goes: NotAvailable again.
+    drop(mi355x);
+    wait_for(
+        &api,
+        "mi355x",
+        "NotAvailable again",
+        WAIT,
+        phase(TemplatePhase::NotAvailable),
+    )
+    .await;
+}

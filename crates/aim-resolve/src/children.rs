@@ -279,13 +279,15 @@ mod tests {
         // T-11
         let mut spec = ServiceTemplateCommon::for_model("m");
         assert!(!wakes_on_gpu_change(&spec, None));
-        let mut status = ServiceTemplateStatus::default();
-        status.resolved_hardware = Some(
-            serde_json::from_value(
-                serde_json::json!({"gpu": {"requests": 1, "resourceName": "amd.com/gpu"}}),
-            )
-            .unwrap(),
-        );
+        let status = ServiceTemplateStatus {
+            resolved_hardware: Some(
+                serde_json::from_value(
+                    serde_json::json!({"gpu": {"requests": 1, "resourceName": "amd.com/gpu"}}),
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
         assert!(wakes_on_gpu_change(&spec, Some(&status)));
         spec.hardware =
             Some(serde_json::from_value(serde_json::json!({"cpu": {"requests": "2"}})).unwrap());

@@ -25,7 +25,7 @@ pub struct EffectiveConfig {
     pub headroom_percent: i32,
     pub discovery_deadline_seconds: i64,
     /// Resources of the dry-run pod; `None`: the discovery crate's default.
-    pub discovery_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    pub discovery_resources: Option<Box<k8s_openapi::api::core::v1::ResourceRequirements>>,
 }
 
 /// The outcome of runtime-config resolution.
@@ -91,7 +91,7 @@ pub fn resolve_runtime_config(
             config.discovery_deadline_seconds = d;
         }
         if let Some(r) = c.spec.discovery.as_ref().and_then(|d| d.resources.as_ref()) {
-            config.discovery_resources = Some(r.clone());
+            config.discovery_resources = Some(Box::new(r.clone()));
         }
     }
     let reference = match (&namespace_config, &cluster_config) {

@@ -289,3 +289,80 @@ pub async fn setup(prefix: &str, log: &str) -> TestNamespace {
     ns.discovery_logs(log).await;
     ns
 }
+
+/// A fake kwok node for one test, deleted when dropped. Use GPU models no other test in the binary relies
+/// on being absent.
+pub struct FakeNode {
+    pub name: String,
+}
+
+impl FakeNode {
+    /// A node `name` with `labels` and, when given, `gpus` allocatable `amd.com/gpu`.
+    pub async fn create(name: &str, labels: serde_json::Value, gpus: Option<&str>) -> Self {
+        let mut labels = labels;
+        labels["type"] = "kwok".into();
+        labels["kubernetes.io/hostname"] = name.into();
+        let mut allocatable = serde_json::json!({ "cpu": "64", "memory": "512Gi", "pods": "110" });
+        if let Some(n) = gpus {
+            allocatable["amd.com/gpu"] = n.into();
+        }
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "annotations": { "kwok.x-k8s.io/node": "fake" }, "labels": labels },
+            "status": { "allocatable": allocatable, "capacity": allocatable },
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::core::v1::Node>::all(client().await)
+            .create(&Default::default(), &node)
+            .await
+            .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
+        Self {
+            name: name.to_string(),
+        }
+    }
+
+    /// 8 x MI355X (device id 75a3).
+    pub async fn mi355x(name: &str) -> Self {
+        Self::create(
+            name,
+            serde_json::json!({ "amd.com/gpu.device-id": "75a3" }),
+            Some("8"),
+        )
+        .await
+    }
+
+    /// 4 GPUs known only by the family label (`MI250X`), as older labellers write it.
+    pub async fn family_only(name: &str) -> Self {
+        Self::create(
+            name,
+            serde_json::json!({ "amd.com/gpu.family": "MI250X" }),
+            Some("4"),
+        )
+        .await
+    }
+
+    /// GPU labels (V710) but no allocatable GPU: the device plugin reports `amd.com/gpu: 0`.
+    pub async fn no_allocatable(name: &str) -> Self {
+        Self::create(
+            name,
+            serde_json::json!({ "amd.com/gpu.device-id": "7460" }),
+            Some("0"),
+        )
+        .await
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        if let Ok(v) = xtask::testenv::Versions::read() {
+            let _ = xtask::testenv::kubectl(&xtask::testenv::bin_dir(&v))
+                .args([
+                    "delete",
+                    "node",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
+    }
+}

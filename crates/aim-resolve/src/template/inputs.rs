@@ -56,7 +56,7 @@ pub(super) fn discovery_inputs(
     inputs.gpu_count = gpu.map(|g| g.requests);
     inputs.profile_id = t.spec.profile_id.clone().filter(|p| !p.is_empty());
     inputs.active_deadline_seconds = config.discovery_deadline_seconds;
-    inputs.resources = config.discovery_resources.clone();
+    inputs.resources = config.discovery_resources.as_deref().cloned();
     inputs.template_labels = t.labels.cloned().unwrap_or_default();
     inputs
 }
