@@ -977,7 +977,8 @@ async fn paused_templates_are_frozen() {
 #[tokio::test]
 async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
     // T-05, T-06, T-08, T-09, T-11 with nodes that only exist during this test.
-    let ns = setup("edgenodes", DRY_RUN_OK).await;
+    // The MI355X template discovers (its dry-run picks an MI355X profile); the others have static sources.
+    let ns = setup("edgenodes", &DRY_RUN_OK.replace("MI300X", "MI355X")).await;
     apply(
         &ns.api(),
         &model(
@@ -989,8 +990,13 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
-    let gpu = |model: &str, requests: i32| serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": model, "requests": requests } } });
-    apply(&api, &template(&ns.name, "mi355x", gpu("MI355X", 1))).await;
+    let gpu = |model: &str, requests: i32| {
+        serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": model, "requests": requests } },
+            "modelSources": [{"name": "w", "sourceURI": "hf://a/b"}] })
+    };
+    let discovering =
+        serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": "MI355X" } } });
+    apply(&api, &template(&ns.name, "mi355x", discovering)).await;
     apply(&api, &template(&ns.name, "mi250x", gpu("MI250X", 1))).await;
     apply(&api, &template(&ns.name, "v710", gpu("V710", 1))).await;
     apply(&api, &template(&ns.name, "v710-shared", gpu("V710", 0))).await;
@@ -1023,10 +1029,12 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
     assert!(affinity.contains("75a3"), "{affinity}");
     // A node known only by its family label counts, and the affinity can match it (T-05, T-09).
     let t = wait_for(&api, "mi250x", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
-    let affinity = serde_json::to_string(&t.status.unwrap().resolved_node_affinity).unwrap();
+    let affinity =
+        serde_json::to_string(&t.status.as_ref().unwrap().resolved_node_affinity).unwrap();
     assert!(
         affinity.contains("amd.com/gpu.family") && affinity.contains("MI250X"),
-        "{affinity}"
+        "{affinity} {:#?}",
+        t.status
     );
     // GPU labels without allocatable GPUs do not run a template that needs one (T-08), but do run one
     // that consumes none.
