@@ -165,6 +165,86 @@ pub async fn canned_logs(
     file
 }
 
+/// Per-template canned logs, while it lives: see [`canned_logs_for_template`].
+pub struct LogGate {
+    task: tokio::task::JoinHandle<()>,
+    /// The CRI log file the template's pods print.
+    pub file: PathBuf,
+}
+
+impl Drop for LogGate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Makes the `discovery` container of every pod labelled `aim.eai.amd.com/template=<template_label>` in
+/// `namespace` print `text`, so that templates sharing a namespace print different dry-runs. For each
+/// such pod a kwok `Logs` object (named after the pod) is created, then the pod is labelled
+/// `kwok.aim.test/log-ready=true`. Pods with env `AIM_TEST_LOG_GATE=1` (set it on the model) do not
+/// complete before that label, so the log is in place before anyone reads it.
+pub async fn canned_logs_for_template(
+    client: &Client,
+    namespace: &str,
+    template_label: &str,
+    text: &[u8],
+) -> LogGate {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let dir = testenv::workdir().join("logs");
+    std::fs::create_dir_all(&dir).expect("creating log directory");
+    let file = dir.join(format!("{namespace}-{template_label}.log"));
+    std::fs::write(&file, cri_log(text)).expect("writing canned log");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs");
+    let logs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "logs"),
+    );
+    let selector = format!("aim.eai.amd.com/template={template_label}");
+    let path = file.to_string_lossy().into_owned();
+    let ns = namespace.to_string();
+    let task = tokio::spawn(async move {
+        let wc = watcher::Config::default().labels(&selector);
+        let mut stream = watcher(pods.clone(), wc).applied_objects().boxed();
+        while let Some(event) = stream.next().await {
+            let Ok(pod) = event else { continue };
+            let ready = pod
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("kwok.aim.test/log-ready").is_some());
+            let Some(name) = pod.metadata.name.clone().filter(|_| !ready) else {
+                continue;
+            };
+            let obj = serde_json::json!({
+                "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": { "name": name, "namespace": ns },
+                "spec": { "logs": [{ "containers": ["discovery"], "logsFile": path, "follow": false }] },
+            });
+            if logs
+                .patch(
+                    &name,
+                    &PatchParams::apply("aim-e2e").force(),
+                    &Patch::Apply(obj),
+                )
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let label =
+                serde_json::json!({"metadata": {"labels": {"kwok.aim.test/log-ready": "true"}}});
+            let _ = pods
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+                .await;
+        }
+    });
+    LogGate { task, file }
+}
+
 /// Encodes `text` in the CRI log format kwok serves: one `<time> stdout F <line>` record per line.
 pub fn cri_log(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);

@@ -1038,7 +1038,7 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
     );
     // GPU labels without allocatable GPUs do not run a template that needs one (T-08), but do run one
     // that consumes none.
-    wait_for(
+    let shared = wait_for(
         &api,
         "v710-shared",
         "Ready",
@@ -1046,6 +1046,11 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
         phase(TemplatePhase::Ready),
     )
     .await;
+    assert_eq!(
+        shared.status.unwrap().hardware_summary.as_deref(),
+        Some("V710 node"),
+        "requests: 0 consumes no GPU"
+    );
     let t = wait_for(
         &api,
         "v710",
@@ -1075,4 +1080,82 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
         phase(TemplatePhase::NotAvailable),
     )
     .await;
+}
+
+#[tokio::test]
+async fn templates_in_one_namespace_read_their_own_dry_runs() {
+    // T-17, T-18: each template's Job prints its own log (per-pod canned logs, not one per namespace).
+    operator();
+    let ns = xtask::support::TestNamespace::new("perlog").await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([{"name": "AIM_TEST_LOG_GATE", "value": "1"}]),
+        ),
+    )
+    .await;
+    let _a =
+        xtask::support::canned_logs_for_template(&ns.client, &ns.name, "a", DRY_RUN_OK.as_bytes())
+            .await;
+    let other = DRY_RUN_OK.replace("hf://Qwen/Qwen3-32B\"", "hf://Qwen/Qwen3-32B-FP8\"");
+    let _b =
+        xtask::support::canned_logs_for_template(&ns.client, &ns.name, "b", other.as_bytes()).await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "a", on_mi300x("m"))).await;
+    apply(&api, &template(&ns.name, "b", on_mi300x("m"))).await;
+    let a = wait_for(&api, "a", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    let b = wait_for(&api, "b", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    assert_eq!(
+        a.status.unwrap().model_sources[0].source,
+        "hf://Qwen/Qwen3-32B"
+    );
+    assert_eq!(
+        b.status.unwrap().model_sources[0].source,
+        "hf://Qwen/Qwen3-32B-FP8"
+    );
+}
+
+#[tokio::test]
+async fn a_running_dry_run_is_progressing_until_it_completes() {
+    // T-29: Progressing while the dry-run runs (here it takes 3 s), then Ready.
+    let ns = setup("slowrun", DRY_RUN_OK).await;
+    apply(
+        &ns.api(),
+        &model(
+            &ns.name,
+            "m",
+            "example.test/aim-qwen:1",
+            serde_json::json!([
+                {"name": "AIM_TEST_OUTCOME", "value": "complete-after"},
+                {"name": "AIM_TEST_COMPLETE_AFTER", "value": "3s"},
+            ]),
+        ),
+    )
+    .await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
+    let t = wait_for(
+        &api,
+        "t",
+        "Progressing",
+        WAIT,
+        phase(TemplatePhase::Progressing),
+    )
+    .await;
+    let running_since = std::time::Instant::now();
+    assert!(
+        condition(t.status.as_ref().unwrap(), types::DISCOVERED)
+            .message
+            .contains("dry-run running"),
+        "{:?}",
+        t.status
+    );
+    wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
+    assert!(
+        running_since.elapsed() >= std::time::Duration::from_secs(1),
+        "the dry-run took its time"
+    );
 }
