@@ -77,6 +77,7 @@ pub struct Context {
     pub queue: Mutex<DiscoveryQueue>,
     pub waker: Waker,
     pub recorder: Recorder,
+    pub metrics: crate::metrics::Metrics,
     /// Last status written per template UID, with the resourceVersion the write produced: a reconcile
     /// that runs before the watch delivers our own write uses this instead of the older cached status.
     pub written: Mutex<HashMap<String, (u64, ServiceTemplateStatus)>>,
@@ -110,6 +111,7 @@ impl Context {
                 },
             ),
             client,
+            metrics: crate::metrics::Metrics::default(),
             queue: Mutex::new(DiscoveryQueue::new(settings.max_concurrent_discoveries)),
             settings,
             stores,

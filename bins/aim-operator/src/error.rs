@@ -9,6 +9,9 @@ pub enum Error {
     Serde(#[from] serde_json::Error),
 }
 
+/// Every value of [`Error::category`].
+pub const CATEGORIES: [&str; 4] = ["conflict", "api", "transport", "serialisation"];
+
 impl Error {
     /// Coarse class, for logs and metrics.
     pub fn category(&self) -> &'static str {

@@ -14,6 +14,8 @@ pub trait TemplateKind:
     Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
 {
     const SCOPE: TemplateScope;
+    /// The controller's name in logs and metrics.
+    const CONTROLLER: &'static str;
     fn common(&self) -> &ServiceTemplateCommon;
     fn env(&self) -> &[EnvVar];
     fn caching_enabled(&self) -> bool;
@@ -23,6 +25,7 @@ pub trait TemplateKind:
 
 impl TemplateKind for AIMServiceTemplate {
     const SCOPE: TemplateScope = TemplateScope::Namespace;
+    const CONTROLLER: &'static str = "AIMServiceTemplate";
     fn common(&self) -> &ServiceTemplateCommon {
         &self.spec.common
     }
@@ -42,6 +45,7 @@ impl TemplateKind for AIMServiceTemplate {
 
 impl TemplateKind for AIMClusterServiceTemplate {
     const SCOPE: TemplateScope = TemplateScope::Cluster;
+    const CONTROLLER: &'static str = "AIMClusterServiceTemplate";
     fn common(&self) -> &ServiceTemplateCommon {
         &self.spec.common
     }

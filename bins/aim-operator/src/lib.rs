@@ -6,6 +6,7 @@ mod context;
 mod error;
 mod kinds;
 mod logs;
+mod metrics;
 mod reconcile;
 mod watches;
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Reconciles running at once, per template kind (`--max-concurrent-reconciles`).
     pub max_concurrent_reconciles: u16,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--metrics-bind-address`); `None`: not served.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
@@ -50,6 +53,7 @@ impl Default for Settings {
             log_limit: aim_discovery::DEFAULT_LOG_LIMIT,
             backoff_base: aim_resolve::template::DEFAULT_BACKOFF_BASE,
             max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
+            metrics_address: None,
         }
     }
 }
@@ -68,16 +72,35 @@ pub async fn run(
         .with_config(config.clone());
     let cl_ctrl = Controller::new(Api::<AIMClusterServiceTemplate>::all(client.clone()), wc)
         .with_config(config);
-    let (ctx, triggers) =
-        Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
-    tracing::info!(
-        active = ctx.queue.lock().expect("queue lock").active(),
-        "stores synced; discovery slots rebuilt from running jobs"
-    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let waiter = tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    });
+    // Health and metrics answer while the watches sync (/readyz says not ready until then).
+    let shared: metrics::Shared = Default::default();
+    let server = settings.metrics_address.map(|addr| {
+        let stop = stop(shutdown_rx.clone());
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, shared, stop).await {
+                tracing::error!(%addr, error = %e, "cannot serve metrics");
+            }
+        })
+    });
+    let (ctx, triggers) =
+        Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
+    let _ = shared.set(ctx.clone());
+    ctx.metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        active = ctx.queue.lock().expect("queue lock").active(),
+        "stores synced; discovery slots rebuilt from running jobs"
+    );
     let ns = ns_ctrl
         .reconcile_on(triggers.namespaced)
         .graceful_shutdown_on(stop(shutdown_rx.clone()))
@@ -104,12 +127,11 @@ pub async fn run(
                 tracing::debug!(error = %e, "cluster template reconcile");
             }
         });
-    let waiter = tokio::spawn(async move {
-        shutdown.await;
-        let _ = shutdown_tx.send(true);
-    });
     futures::join!(ns, cl);
     waiter.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     ctx.stop();
     Ok(())
 }

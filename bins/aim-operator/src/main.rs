@@ -33,6 +33,9 @@ struct Args {
     /// Reconciles running at once, per template kind.
     #[arg(long, env = "AIM_MAX_CONCURRENT_RECONCILES", default_value_t = aim_operator::DEFAULT_MAX_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
+    /// Address of `/metrics`, `/healthz` and `/readyz`; `0` turns them off.
+    #[arg(long, env = "AIM_METRICS_BIND_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_bind_address: String,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -56,6 +59,12 @@ async fn main() -> anyhow::Result<()> {
         log_limit: args.discovery_log_limit,
         backoff_base: std::time::Duration::from_secs(args.discovery_backoff_seconds),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        metrics_address: match args.metrics_bind_address.as_str() {
+            "0" | "" => None,
+            a => Some(a.parse().map_err(|e| {
+                anyhow::anyhow!("--metrics-bind-address {a:?} is not an address: {e}")
+            })?),
+        },
     };
     tracing::info!(?settings, "starting");
     let shutdown = async {

@@ -72,7 +72,9 @@ fn refusal(e: &kube::Error) -> Option<String> {
 }
 
 pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let result = reconcile_inner(obj.as_ref(), &ctx).await;
+    ctx.metrics.reconciled(K::CONTROLLER, started.elapsed());
     if result.is_ok() {
         ctx.backoff_reset(&key_of(obj.as_ref()));
     }
@@ -343,6 +345,7 @@ async fn publish_events<K: TemplateKind>(ctx: &Context, obj: &K, key: &str, plan
 /// exponential delay that resets on success.
 pub fn error_policy<K: TemplateKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = key_of(obj.as_ref());
+    ctx.metrics.failed(K::CONTROLLER, error.category());
     let delay = ctx.backoff_next(&key);
     tracing::warn!(template = %key, category = error.category(), error = %error, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)

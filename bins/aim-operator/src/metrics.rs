@@ -1,0 +1,254 @@
+//! O-02: Prometheus metrics and the health endpoints, served over HTTP.
+//!
+//! `/metrics` (Prometheus text format): reconciles and their errors by controller and error category, a
+//! reconcile duration histogram, active and queued discoveries, templates by status. `/healthz` answers
+//! while the process serves; `/readyz` once every watch has synced.
+
+use crate::context::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabels {
+    pub scope: &'static str,
+    pub status: String,
+}
+
+/// The controllers, as named in metrics.
+const CONTROLLERS: [&str; 2] = ["AIMServiceTemplate", "AIMClusterServiceTemplate"];
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<ControllerLabels, Histogram>,
+    pub discoveries_active: Gauge,
+    pub discoveries_queued: Gauge,
+    pub templates: Family<TemplateLabels, Gauge>,
+    /// All watches have synced (for `/readyz`).
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("aim");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles run, by controller",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by controller and error category",
+            errors.clone(),
+        );
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took, by controller",
+            duration.clone(),
+        );
+        let discoveries_active = Gauge::default();
+        registry.register(
+            "discoveries_active",
+            "Discovery Jobs holding a slot",
+            discoveries_active.clone(),
+        );
+        let discoveries_queued = Gauge::default();
+        registry.register(
+            "discoveries_queued",
+            "Templates waiting for a discovery slot",
+            discoveries_queued.clone(),
+        );
+        let templates = Family::<TemplateLabels, Gauge>::default();
+        registry.register(
+            "templates",
+            "Templates by scope and status",
+            templates.clone(),
+        );
+        // Every series exists from the start (at zero), so that rates and alerts need no special case.
+        for controller in CONTROLLERS {
+            let _ = reconciles.get_or_create(&ControllerLabels { controller });
+            for category in crate::error::CATEGORIES {
+                let _ = errors.get_or_create(&ErrorLabels {
+                    controller,
+                    category,
+                });
+            }
+        }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            discoveries_active,
+            discoveries_queued,
+            templates,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile of `controller` that took `took`.
+    pub fn reconciled(&self, controller: &'static str, took: Duration) {
+        let labels = ControllerLabels { controller };
+        self.reconciles.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a failed reconcile.
+    pub fn failed(&self, controller: &'static str, category: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category,
+            })
+            .inc();
+    }
+}
+
+/// Brings the gauges up to date from the stores and the queue, then encodes everything.
+fn render(ctx: &Context) -> String {
+    let m = &ctx.metrics;
+    {
+        let queue = ctx.queue.lock().expect("queue lock");
+        m.discoveries_active.set(queue.active() as i64);
+        m.discoveries_queued.set(queue.waiting() as i64);
+    }
+    m.templates.clear();
+    for t in ctx.stores.templates.state() {
+        let status = t.status.as_ref().map(|s| s.status.to_string());
+        m.templates
+            .get_or_create(&TemplateLabels {
+                scope: "Namespace",
+                status: status.unwrap_or_else(|| "Unknown".into()),
+            })
+            .inc();
+    }
+    for t in ctx.stores.cluster_templates.state() {
+        let status = t.status.as_ref().map(|s| s.status.to_string());
+        m.templates
+            .get_or_create(&TemplateLabels {
+                scope: "Cluster",
+                status: status.unwrap_or_else(|| "Unknown".into()),
+            })
+            .inc();
+    }
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &m.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The context the HTTP server reads, set once the stores exist.
+pub type Shared = Arc<OnceLock<Arc<Context>>>;
+
+async fn metrics(State(ctx): State<Shared>) -> impl IntoResponse {
+    match ctx.get() {
+        Some(ctx) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            render(ctx),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "starting\n".to_string(),
+        ),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ctx): State<Shared>) -> (StatusCode, &'static str) {
+    match ctx.get() {
+        Some(ctx) if ctx.metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "watches not synced\n"),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `stop` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Shared,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_errors_and_durations_are_encoded() {
+        let m = Metrics::default();
+        m.reconciled("AIMServiceTemplate", Duration::from_millis(20));
+        m.failed("AIMServiceTemplate", "api");
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
+        assert!(
+            out.contains("aim_reconciles_total{controller=\"AIMServiceTemplate\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "aim_reconcile_errors_total{controller=\"AIMServiceTemplate\",category=\"api\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("aim_reconcile_duration_seconds_bucket{"),
+            "{out}"
+        );
+    }
+}
