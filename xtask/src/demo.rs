@@ -82,6 +82,7 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
     let child = Command::new(target.join("debug/aim-operator"))
         .env("KUBECONFIG", &kubeconfig)
         .env("AIM_SYSTEM_NAMESPACE", "aim-system")
+        .args(["--metrics-bind-address", "127.0.0.1:0"])
         .stdout(Stdio::from(log_file.try_clone()?))
         .stderr(Stdio::from(log_file))
         .spawn()

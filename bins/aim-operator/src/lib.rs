@@ -5,6 +5,7 @@ mod client;
 mod context;
 mod error;
 mod kinds;
+mod leader;
 mod logs;
 mod metrics;
 mod reconcile;
@@ -12,6 +13,7 @@ mod watches;
 
 pub use client::http2_client;
 pub use error::Error;
+pub use leader::LeaderElection;
 
 use aim_api::{AIMClusterServiceTemplate, AIMServiceTemplate};
 use context::Context;
@@ -39,6 +41,8 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`--metrics-bind-address`); `None`: not served.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Leader election on the Lease `aim-operator` in the system namespace; `None`: this process leads.
+    pub leader_election: Option<LeaderElection>,
 }
 
 /// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
@@ -54,6 +58,7 @@ impl Default for Settings {
             backoff_base: aim_resolve::template::DEFAULT_BACKOFF_BASE,
             max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
             metrics_address: None,
+            leader_election: None,
         }
     }
 }
@@ -91,9 +96,43 @@ pub async fn run(
             }
         })
     });
+    // O-01: only the leader runs controllers; a standby watches nothing but the Lease.
+    let leadership = match settings.leader_election.clone() {
+        None => None,
+        Some(election) => {
+            let standby = shared.clone();
+            let acquired = leader::acquire(
+                client.clone(),
+                &settings.system_namespace,
+                &election,
+                stop(shutdown_rx.clone()),
+                move || {
+                    standby
+                        .standby
+                        .store(true, std::sync::atomic::Ordering::Relaxed)
+                },
+            )
+            .await?;
+            match acquired {
+                Some(l) => Some(l),
+                None => {
+                    // Asked to stop while standing by.
+                    waiter.abort();
+                    if let Some(server) = server {
+                        server.abort();
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    };
+    shared
+        .standby
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    // Slots are rebuilt from the Jobs that exist now, after leadership was gained (T-23).
     let (ctx, triggers) =
         Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
-    let _ = shared.set(ctx.clone());
+    let _ = shared.ctx.set(ctx.clone());
     ctx.metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -127,11 +166,32 @@ pub async fn run(
                 tracing::debug!(error = %e, "cluster template reconcile");
             }
         });
-    futures::join!(ns, cl);
+    let controllers = async {
+        futures::join!(ns, cl);
+    };
+    let result = match leadership {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some(mut leadership) => {
+            tokio::select! {
+                _ = controllers => {
+                    // O-04: stopped on request; hand the lease over at once.
+                    leadership.release().await;
+                    Ok(())
+                }
+                _ = leadership.lost() => {
+                    tracing::error!("lost the lease; stopping (a restart waits as a standby)");
+                    Err(anyhow::anyhow!("lost leadership"))
+                }
+            }
+        }
+    };
     waiter.abort();
     if let Some(server) = server {
         server.abort();
     }
     ctx.stop();
-    Ok(())
+    result
 }

@@ -36,6 +36,12 @@ struct Args {
     /// Address of `/metrics`, `/healthz` and `/readyz`; `0` turns them off.
     #[arg(long, env = "AIM_METRICS_BIND_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_bind_address: String,
+    /// Elect a leader among replicas (Lease `aim-operator` in the system namespace); only it writes.
+    #[arg(long, env = "AIM_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Seconds a leader's lease lasts without renewal: how long a standby waits for a dead leader.
+    #[arg(long, env = "AIM_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    lease_duration_seconds: u64,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -59,6 +65,12 @@ async fn main() -> anyhow::Result<()> {
         log_limit: args.discovery_log_limit,
         backoff_base: std::time::Duration::from_secs(args.discovery_backoff_seconds),
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        leader_election: args.leader_elect.then(|| {
+            let mut e = aim_operator::LeaderElection::new(std::env::var("POD_NAME").ok());
+            e.lease_duration = args.lease_duration_seconds;
+            e.renew_grace = (args.lease_duration_seconds / 3).max(1);
+            e
+        }),
         metrics_address: match args.metrics_bind_address.as_str() {
             "0" | "" => None,
             a => Some(a.parse().map_err(|e| {

@@ -91,6 +91,9 @@ impl Default for Metrics {
             "Templates waiting for a discovery slot",
             discoveries_queued.clone(),
         );
+        let leader: Gauge = Gauge::default();
+        leader.set(1);
+        registry.register("leader", "Whether this replica leads", leader);
         let templates = Family::<TemplateLabels, Gauge>::default();
         registry.register(
             "templates",
@@ -175,11 +178,18 @@ fn render(ctx: &Context) -> String {
     out
 }
 
-/// The context the HTTP server reads, set once the stores exist.
-pub type Shared = Arc<OnceLock<Arc<Context>>>;
+/// What the HTTP server reads: the context once this replica leads and its stores exist, and whether it
+/// is a standby.
+#[derive(Default)]
+pub struct HttpState {
+    pub ctx: OnceLock<Arc<Context>>,
+    pub standby: AtomicBool,
+}
 
-async fn metrics(State(ctx): State<Shared>) -> impl IntoResponse {
-    match ctx.get() {
+pub type Shared = Arc<HttpState>;
+
+async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
+    match state.ctx.get() {
         Some(ctx) => (
             StatusCode::OK,
             [(
@@ -188,10 +198,15 @@ async fn metrics(State(ctx): State<Shared>) -> impl IntoResponse {
             )],
             render(ctx),
         ),
+        // A standby (or a replica still starting) runs no controller: it only says so.
         None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "starting\n".to_string(),
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            "# HELP aim_leader Whether this replica leads.\n# TYPE aim_leader gauge\naim_leader 0\n# EOF\n"
+                .to_string(),
         ),
     }
 }
@@ -200,9 +215,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(ctx): State<Shared>) -> (StatusCode, &'static str) {
-    match ctx.get() {
+/// Ready once leadership is settled: leading with every watch synced, or standing by.
+async fn readyz(State(state): State<Shared>) -> (StatusCode, &'static str) {
+    match state.ctx.get() {
         Some(ctx) if ctx.metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok\n"),
+        _ if state.standby.load(Ordering::Relaxed) => (StatusCode::OK, "standby\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "watches not synced\n"),
     }
 }

@@ -27,9 +27,14 @@ async fn the_deployed_cluster_role_is_enough() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // With leader election, as deployed: the Role in aim-system must be enough for the Lease.
+    let mut election = aim_operator::LeaderElection::new(Some("rbac-test".into()));
+    election.lease_duration = 6;
+    election.renew_grace = 2;
     let settings = aim_operator::Settings {
         system_namespace: SYSTEM_NAMESPACE.into(),
         backoff_base: BACKOFF_BASE,
+        leader_election: Some(election),
         ..Default::default()
     };
     let operator = RunningOperator::start_as(settings, Some((SYSTEM_NAMESPACE, "aim-operator")));

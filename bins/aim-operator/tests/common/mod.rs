@@ -3,12 +3,16 @@
 #![allow(dead_code)]
 
 use aim_api::*;
+use futures::TryStreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::wait::Condition;
-use std::sync::OnceLock;
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use xtask::support::{TestNamespace, client};
+use xtask::support::{TestNamespace, WAIT, client};
 
 /// Operator namespace of the in-process operator.
 pub const SYSTEM_NAMESPACE: &str = "aim-system";
@@ -364,5 +368,92 @@ impl Drop for FakeNode {
                 ])
                 .output();
         }
+    }
+}
+
+/// Watches every discovery Job in the cluster and records the most that were active at one instant.
+#[derive(Default)]
+pub struct JobWatch {
+    pub active: BTreeSet<String>,
+    pub max: usize,
+    pub created: Vec<String>,
+}
+
+pub fn active(job: &Job) -> bool {
+    job.metadata.deletion_timestamp.is_none()
+        && !job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            })
+}
+
+pub fn spawn_job_watch(client: kube::Client) -> Arc<Mutex<JobWatch>> {
+    let state = Arc::new(Mutex::new(JobWatch::default()));
+    let s = state.clone();
+    let jobs: Api<Job> = Api::all(client);
+    tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels("app.kubernetes.io/component=discovery");
+        let mut stream = std::pin::pin!(watcher(jobs, cfg).default_backoff());
+        while let Ok(Some(ev)) = stream.try_next().await {
+            let mut w = s.lock().unwrap();
+            match ev {
+                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                    let key = format!(
+                        "{}/{}",
+                        j.metadata.namespace.clone().unwrap_or_default(),
+                        j.metadata.name.clone().unwrap_or_default()
+                    );
+                    if active(&j) {
+                        if w.active.insert(key.clone()) {
+                            w.created.push(key);
+                        }
+                    } else {
+                        w.active.remove(&key);
+                    }
+                    w.max = w.max.max(w.active.len());
+                }
+                watcher::Event::Delete(j) => {
+                    let key = format!(
+                        "{}/{}",
+                        j.metadata.namespace.clone().unwrap_or_default(),
+                        j.metadata.name.clone().unwrap_or_default()
+                    );
+                    w.active.remove(&key);
+                }
+                _ => {}
+            }
+        }
+    });
+    state
+}
+
+/// Templates whose status satisfies `pred`.
+pub async fn count(
+    api: &Api<AIMServiceTemplate>,
+    pred: impl Fn(&ServiceTemplateStatus) -> bool,
+) -> usize {
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|t| t.status.as_ref().is_some_and(&pred))
+        .count()
+}
+
+/// Waits until the Job watch has seen exactly `n` active Jobs (it may lag behind the statuses).
+pub async fn wait_active(watch: &Arc<Mutex<JobWatch>>, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while watch.lock().unwrap().active.len() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} active discovery jobs, expected {n}",
+            watch.lock().unwrap().active.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
