@@ -103,4 +103,38 @@ async fn the_deployed_cluster_role_is_enough() {
     cl.delete(&name, &Default::default()).await.unwrap();
     models.delete(&name, &Default::default()).await.unwrap();
     operator.stop();
+
+    // O-05: what the role lacks is really denied. Secret values above all: the operator passes
+    // `secretKeyRef` through to pods and never reads a Secret.
+    let sa = xtask::support::client_as(
+        &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"),
+        &["system:serviceaccounts", "system:authenticated"],
+    )
+    .await;
+    let forbidden = |r: Result<_, kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} must be forbidden, got {:?}", other.map(|_| ())),
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), &ns.name);
+    forbidden(
+        secrets.list(&ListParams::default()).await.map(|_| ()),
+        "listing secrets",
+    );
+    forbidden(secrets.get("any").await.map(|_| ()), "reading a secret");
+    let templates: Api<AIMServiceTemplate> = Api::namespaced(sa.clone(), &ns.name);
+    forbidden(
+        templates
+            .delete("ok", &Default::default())
+            .await
+            .map(|_| ()),
+        "deleting a template",
+    );
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sa);
+    forbidden(
+        nodes
+            .delete("mi300x-0", &Default::default())
+            .await
+            .map(|_| ()),
+        "deleting a node",
+    );
 }
