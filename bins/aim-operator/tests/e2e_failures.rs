@@ -204,12 +204,10 @@ async fn deadline_exceeded_says_which_deadline() {
     // T-20: a dry-run that never ends is stopped by the Job's deadline from the runtime config.
     let ns = setup("deadline", DRY_RUN_OK).await;
     model_with_env(&ns, outcome("hang")).await;
-    let rc: AIMRuntimeConfig = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
-        "metadata": { "name": "default", "namespace": ns.name },
-        "spec": { "discovery": { "activeDeadlineSeconds": 2 } },
-    }))
-    .unwrap();
+    let rc = default_runtime_config(
+        &ns.name,
+        serde_json::json!({ "discovery": { "activeDeadlineSeconds": 2 } }),
+    );
     apply(&ns.api(), &rc).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
@@ -327,12 +325,10 @@ async fn an_unschedulable_discovery_pod_says_why_within_seconds() {
     // The pod asks for more CPU than any node has: the scheduler's reason shows, long before the deadline.
     let ns = setup("unsched", DRY_RUN_OK).await;
     model_with_env(&ns, serde_json::json!([])).await;
-    let rc: AIMRuntimeConfig = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
-        "metadata": { "name": "default", "namespace": ns.name },
-        "spec": { "discovery": { "resources": { "requests": { "cpu": "100000" } } } },
-    }))
-    .unwrap();
+    let rc = default_runtime_config(
+        &ns.name,
+        serde_json::json!({ "discovery": { "resources": { "requests": { "cpu": "100000" } } } }),
+    );
     apply(&ns.api(), &rc).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;

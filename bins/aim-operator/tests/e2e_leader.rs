@@ -8,31 +8,12 @@ mod common;
 use aim_api::*;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use xtask::support::{TestNamespace, WAIT, wait_for};
 
 const LEASE_SECONDS: u64 = 6;
 const TEMPLATES: usize = 25;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
-}
 
 struct Replica {
     name: &'static str,
@@ -68,7 +49,7 @@ impl Replica {
     }
 
     fn leads(&self) -> bool {
-        get(self.port, "/metrics").is_some_and(|(_, body)| body.contains("aim_leader 1"))
+        http_get(self.port, "/metrics").is_some_and(|(_, body)| body.contains("aim_leader 1"))
     }
 }
 
@@ -116,7 +97,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_the_limit_holds() {
     wait_holder(&leases, Some("op-a"), WAIT).await;
     let mut b = Replica::start("op-b");
     let deadline = Instant::now() + WAIT;
-    while get(b.port, "/readyz").map(|(c, _)| c) != Some(200) {
+    while http_get(b.port, "/readyz").map(|(c, _)| c) != Some(200) {
         assert!(Instant::now() < deadline, "the standby never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -146,7 +127,7 @@ async fn a_standby_takes_over_from_a_killed_leader_and_the_limit_holds() {
     }
     wait_active(&watch, 10).await;
     // The standby wrote nothing: it runs no controller and counts no reconcile.
-    let (_, body) = get(b.port, "/metrics").unwrap();
+    let (_, body) = http_get(b.port, "/metrics").unwrap();
     assert!(
         body.contains("aim_leader 0") && !body.contains("aim_reconciles_total"),
         "{body}"

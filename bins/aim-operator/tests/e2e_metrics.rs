@@ -4,21 +4,8 @@ mod common;
 
 use aim_api::*;
 use common::*;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use xtask::support::{TestNamespace, WAIT, wait_for};
-
-/// `GET path` on 127.0.0.1:`port`: (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
 
 /// The value of the first sample whose line starts with `series`.
 fn sample(body: &str, series: &str) -> Option<f64> {
@@ -31,11 +18,7 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 async fn metrics_and_health_are_served() {
     // O-02
     system_namespace().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let operator = RunningOperator::start(aim_operator::Settings {
         system_namespace: SYSTEM_NAMESPACE.into(),
         backoff_base: BACKOFF_BASE,
@@ -45,13 +28,13 @@ async fn metrics_and_health_are_served() {
     // Ready once the watches synced (the operator returns from start after that).
     let deadline = Instant::now() + WAIT;
     loop {
-        if get(port, "/readyz").is_some_and(|(c, _)| c == 200) {
+        if http_get(port, "/readyz").is_some_and(|(c, _)| c == 200) {
             break;
         }
         assert!(Instant::now() < deadline, "/readyz never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(get(port, "/healthz").map(|(c, _)| c), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
 
     let ns = TestNamespace::new("metrics").await;
     apply(
@@ -79,7 +62,7 @@ async fn metrics_and_health_are_served() {
     // The reconcile that wrote Ready is counted when it returns (after its event): scrape until then.
     let deadline = Instant::now() + WAIT;
     let body = loop {
-        let (code, body) = get(port, "/metrics").expect("scraping /metrics");
+        let (code, body) = http_get(port, "/metrics").expect("scraping /metrics");
         assert_eq!(code, 200);
         let reconciles = sample(
             &body,
@@ -107,7 +90,7 @@ async fn metrics_and_health_are_served() {
     assert!(sample(&body, "aim_discoveries_queued").is_some(), "{body}");
     operator.stop();
     assert!(
-        get(port, "/healthz").is_none(),
+        http_get(port, "/healthz").is_none(),
         "the server stops with the operator"
     );
 }

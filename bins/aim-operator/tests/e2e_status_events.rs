@@ -174,13 +174,11 @@ async fn the_job_carries_the_templates_labels_and_the_configured_resources() {
         ),
     )
     .await;
-    let rc: AIMRuntimeConfig = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
-        "metadata": { "name": "default", "namespace": ns.name },
-        "spec": { "discovery": { "resources": {
-            "requests": { "cpu": "500m", "memory": "2Gi" }, "limits": { "memory": "12Gi" } } } },
-    }))
-    .unwrap();
+    let rc = default_runtime_config(
+        &ns.name,
+        serde_json::json!({ "discovery": { "resources": {
+            "requests": { "cpu": "500m", "memory": "2Gi" }, "limits": { "memory": "12Gi" } } } }),
+    );
     apply(&ns.api(), &rc).await;
     let api = ns.api::<AIMServiceTemplate>();
     let mut t = template(
@@ -256,12 +254,10 @@ async fn a_changed_deadline_does_not_rediscover() {
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let before = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let hash = before.status.unwrap().discovery.unwrap().inputs_hash;
-    let rc: AIMRuntimeConfig = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
-        "metadata": { "name": "default", "namespace": ns.name },
-        "spec": { "discovery": { "activeDeadlineSeconds": 1200 } },
-    }))
-    .unwrap();
+    let rc = default_runtime_config(
+        &ns.name,
+        serde_json::json!({ "discovery": { "activeDeadlineSeconds": 1200 } }),
+    );
     apply(&ns.api(), &rc).await;
     // The config is seen (status names it) ...
     let t = wait_for(

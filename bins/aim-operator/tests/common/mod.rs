@@ -457,3 +457,34 @@ pub async fn wait_active(watch: &Arc<Mutex<JobWatch>>, n: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The namespace's runtime config `default` with this spec.
+pub fn default_runtime_config(ns: &str, spec: serde_json::Value) -> AIMRuntimeConfig {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
+        "metadata": { "name": "default", "namespace": ns },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port`: (status code, body); `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
+}
