@@ -1,4 +1,4 @@
-//! `cargo xtask gen-crds`: one YAML file per CRD in crds/, from the types in aim-api.
+//! `cargo xtask gen-crds`: one YAML file per CRD in crds/ (and the chart's crds/), from the types in aim-api.
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -35,11 +35,12 @@ pub fn run(dir: &Path, check: bool) -> Result<()> {
         }
         if !stale.is_empty() {
             bail!(
-                "crds/ is stale, run `cargo xtask gen-crds`: {}",
+                "{} is stale, run `cargo xtask gen-crds`: {}",
+                dir.display(),
                 stale.join(", ")
             );
         }
-        println!("crds/ is up to date ({} files)", files.len());
+        println!("{} is up to date ({} files)", dir.display(), files.len());
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;

@@ -3,6 +3,7 @@
 mod crdgen;
 mod demo;
 mod deps;
+mod manifests;
 mod scale;
 
 use anyhow::Result;
@@ -45,6 +46,11 @@ enum Task {
     },
     /// Build the test control plane binaries into the cache (no cluster is started).
     BuildTestenv,
+    /// Render deploy/manifests/ from the Helm chart (or, with --check, fail when they differ).
+    RenderManifests {
+        #[arg(long)]
+        check: bool,
+    },
     /// Fail when a crate under crates/ has tokio, hyper or kube's client/runtime among its normal dependencies.
     CheckDeps,
     /// Run every test: bring the test cluster up, run unit and end-to-end tests, bring it down.
@@ -86,7 +92,12 @@ enum ClusterAction {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::GenCrds { check } => crdgen::run(&testenv::workspace_root().join("crds"), check),
+        Task::GenCrds { check } => {
+            // The chart installs the same CRDs (Helm applies a chart's crds/ before its templates).
+            let root = testenv::workspace_root();
+            crdgen::run(&root.join("crds"), check)?;
+            crdgen::run(&root.join("deploy/helm/aim-operator/crds"), check)
+        }
         Task::Cluster {
             action: ClusterAction::Up,
         } => {
@@ -134,6 +145,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::CheckDeps => deps::check(),
+        Task::RenderManifests { check } => manifests::run(check),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());
             Ok(())

@@ -68,7 +68,11 @@ impl Versions {
 /// Where built binaries are cached: `$AIM_TESTENV_CACHE`, else `$XDG_CACHE_HOME/aim/testenv`, else
 /// `~/.cache/aim/testenv`; one directory per set of versions.
 pub fn bin_dir(v: &Versions) -> PathBuf {
-    let base = std::env::var_os("AIM_TESTENV_CACHE")
+    cache_base().join(v.key())
+}
+
+fn cache_base() -> PathBuf {
+    std::env::var_os("AIM_TESTENV_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
@@ -78,8 +82,37 @@ pub fn bin_dir(v: &Versions) -> PathBuf {
                         .join(".cache")
                 })
                 .join("aim/testenv")
-        });
-    base.join(v.key())
+        })
+}
+
+/// `helm`, built from the wrapper module `xtask/testenv/helm` into the cache (`helm-<version>/`) unless
+/// it is there already.
+pub fn ensure_helm() -> Result<PathBuf> {
+    let src = testenv_src().join("helm");
+    let version = required_version(&src.join("go.mod"), "helm.sh/helm/v3")?;
+    let dir = cache_base().join(format!("helm-{version}"));
+    let bin = dir.join("helm");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!("building helm {version} into {}", dir.display());
+    let tmp = dir.with_extension("partial");
+    std::fs::create_dir_all(&tmp)?;
+    let ldflags = vec![format!(
+        "-s -w -X helm.sh/helm/v3/internal/version.version={version}"
+    )];
+    go_build(
+        &src,
+        &tmp,
+        &["helm.sh/helm/v3/cmd/helm"],
+        &ldflags,
+        Some("helm"),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    Ok(bin)
 }
 
 const BINARIES: [&str; 7] = [

@@ -15,7 +15,11 @@ async fn the_deployed_cluster_role_is_enough() {
     system_namespace().await;
     let bin = testenv::bin_dir(&testenv::Versions::read().unwrap());
     let manifests = testenv::workspace_root().join("deploy/manifests");
-    for file in ["00-namespace.yaml", "10-rbac.yaml"] {
+    for file in [
+        "00-namespace.yaml",
+        "10-serviceaccount.yaml",
+        "20-rbac.yaml",
+    ] {
         let out = testenv::kubectl(&bin)
             .args(["apply", "--server-side", "-f"])
             .arg(manifests.join(file))
