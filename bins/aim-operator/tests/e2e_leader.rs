@@ -15,6 +15,29 @@ use xtask::support::{TestNamespace, WAIT, wait_for};
 const LEASE_SECONDS: u64 = 6;
 const TEMPLATES: usize = 25;
 
+/// The test cluster's kubeconfig, acting as the chart's ServiceAccount (impersonation), so the replicas
+/// have only its RBAC (O-05).
+fn service_account_kubeconfig() -> std::path::PathBuf {
+    install_operator_rbac();
+    let mut config =
+        kube::config::Kubeconfig::read_from(xtask::testenv::kubeconfig_path()).unwrap();
+    for user in &mut config.auth_infos {
+        if let Some(info) = user.auth_info.as_mut() {
+            info.impersonate = Some(format!(
+                "system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"
+            ));
+            info.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{SYSTEM_NAMESPACE}"),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let path = xtask::testenv::workdir().join("operator-sa-kubeconfig.yaml");
+    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
+    path
+}
+
 struct Replica {
     name: &'static str,
     port: u16,
@@ -28,7 +51,7 @@ impl Replica {
             std::fs::File::create(xtask::testenv::workdir().join(format!("leader-{name}.log")))
                 .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_aim-operator"))
-            .env("KUBECONFIG", xtask::testenv::kubeconfig_path())
+            .env("KUBECONFIG", service_account_kubeconfig())
             .env("POD_NAME", name)
             .env("RUST_LOG", "info")
             .args([

@@ -28,9 +28,11 @@ pub struct RunningOperator {
 }
 
 impl RunningOperator {
-    /// Starts an operator and returns once its stores are synced (its first reconciles may still run).
+    /// Starts an operator as the chart's ServiceAccount (O-05: every end-to-end test runs the operator
+    /// with only the RBAC of `deploy/manifests/`, rendered from the chart).
     pub fn start(settings: aim_operator::Settings) -> Self {
-        Self::start_as(settings, None)
+        install_operator_rbac();
+        Self::start_as(settings, Some((SYSTEM_NAMESPACE, "aim-operator")))
     }
 
     /// Starts an operator acting as the ServiceAccount `(namespace, name)` (impersonation), so that it
@@ -95,6 +97,28 @@ pub async fn operator_client(identity: Option<(String, Vec<String>)>) -> kube::C
         config.auth_info.impersonate_groups = Some(groups);
     }
     aim_operator::http2_client(config).expect("building the operator's client")
+}
+
+/// Applies the operator's namespace, ServiceAccount and RBAC from `deploy/manifests/`.
+pub fn install_operator_rbac() {
+    let bin = xtask::testenv::bin_dir(&xtask::testenv::Versions::read().unwrap());
+    let manifests = xtask::testenv::workspace_root().join("deploy/manifests");
+    for file in [
+        "00-namespace.yaml",
+        "10-serviceaccount.yaml",
+        "20-rbac.yaml",
+    ] {
+        let out = xtask::testenv::kubectl(&bin)
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(manifests.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Makes sure the operator namespace exists and its discovery pods print [`DRY_RUN_OK`].
