@@ -3,6 +3,7 @@
 mod crdgen;
 mod demo;
 mod deps;
+mod image;
 mod manifests;
 mod scale;
 
@@ -46,6 +47,11 @@ enum Task {
     },
     /// Build the test control plane binaries into the cache (no cluster is started).
     BuildTestenv,
+    /// Build a static release binary and write an OCI image layout of it (default target/image).
+    Image {
+        #[arg(long, default_value = "target/image")]
+        out: std::path::PathBuf,
+    },
     /// Render deploy/manifests/ from the Helm chart (or, with --check, fail when they differ).
     RenderManifests {
         #[arg(long)]
@@ -145,6 +151,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::CheckDeps => deps::check(),
+        Task::Image { out } => image::build(&testenv::workspace_root().join(out)).map(|_| ()),
         Task::RenderManifests { check } => manifests::run(check),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());

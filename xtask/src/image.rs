@@ -1,0 +1,206 @@
+//! `cargo xtask image`: an OCI image of the operator without Docker. A statically linked release binary
+//! is the only file of a single layer; the image runs it as the non-root user 65532 and needs no shell.
+//! The result is written as an OCI image layout (a directory `skopeo`, `crane` or `oras` can push).
+
+use crate::testenv;
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where the binary sits in the image.
+pub const ENTRYPOINT: &str = "/aim-operator";
+/// User and group the image runs as.
+pub const USER: &str = "65532:65532";
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The digest and size of a blob written to the layout.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub digest: String,
+    pub size: usize,
+}
+
+fn write_blob(dir: &Path, bytes: &[u8]) -> Result<Blob> {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    std::fs::write(blobs.join(&hex), bytes)?;
+    Ok(Blob {
+        digest: format!("sha256:{hex}"),
+        size: bytes.len(),
+    })
+}
+
+/// A ustar archive with one regular file `name` (mode 0755, owner root, time 0: reproducible).
+pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |field: &mut [u8], value: u64| {
+        let text = format!("{value:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    };
+    octal(&mut header[100..108], 0o755);
+    octal(&mut header[108..116], 0);
+    octal(&mut header[116..124], 0);
+    octal(&mut header[124..136], content.len() as u64);
+    octal(&mut header[136..148], 0);
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u64 = header.iter().map(|b| u64::from(*b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    header[148..156].copy_from_slice(text.as_bytes());
+    let mut out = Vec::with_capacity(512 + content.len() + 1536);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// Writes an OCI image layout for `binary` into `dir` (replacing what was there). Returns the manifest.
+pub fn layout(binary: &[u8], dir: &Path, version: &str) -> Result<Blob> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let layer = write_blob(
+        dir,
+        &tar_one_file(ENTRYPOINT.trim_start_matches('/'), binary),
+    )?;
+    let labels = serde_json::json!({
+        "org.opencontainers.image.title": "aim-operator",
+        "org.opencontainers.image.description": "Kubernetes operator for AMD Inference Microservice templates",
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.licenses": "Apache-2.0",
+    });
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "User": USER, "Entrypoint": [ENTRYPOINT], "Labels": labels },
+        "rootfs": { "type": "layers", "diff_ids": [layer.digest] },
+    });
+    let config = write_blob(dir, &serde_json::to_vec(&config)?)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": { "mediaType": CONFIG, "digest": config.digest, "size": config.size },
+        "layers": [{ "mediaType": LAYER, "digest": layer.digest, "size": layer.size }],
+        "annotations": labels,
+    });
+    let manifest = write_blob(dir, &serde_json::to_vec(&manifest)?)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": MANIFEST, "digest": manifest.digest, "size": manifest.size,
+            "platform": { "architecture": "amd64", "os": "linux" },
+            "annotations": { "org.opencontainers.image.ref.name": version },
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(manifest)
+}
+
+/// Builds the static release binary (glibc, `crt-static`: the musl target is not installable here) and
+/// writes the image layout to `out`.
+pub fn build(out: &Path) -> Result<PathBuf> {
+    let root = testenv::workspace_root();
+    let target = "x86_64-unknown-linux-gnu";
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "aim-operator",
+                "--target",
+                target,
+            ])
+            .status()?;
+    if !status.success() {
+        bail!("building the static operator binary failed ({status})");
+    }
+    let bin = root.join(format!("target/{target}/release/aim-operator"));
+    let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    if bytes.windows(16).any(|w| w == b"ld-linux-x86-64.") {
+        bail!("{} is dynamically linked", bin.display());
+    }
+    let manifest = layout(&bytes, out, env!("CARGO_PKG_VERSION"))?;
+    println!(
+        "wrote {} ({} binary of {:.1} MiB, manifest {})",
+        out.display(),
+        ENTRYPOINT,
+        bytes.len() as f64 / 1048576.0,
+        manifest.digest
+    );
+    Ok(out.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_json(dir: &Path, digest: &str) -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_layout_runs_the_binary_as_a_non_root_user_without_a_shell() {
+        let dir = std::env::temp_dir().join(format!("aim-image-test-{}", std::process::id()));
+        let binary = b"\x7fELF not really a binary".to_vec();
+        let manifest = layout(&binary, &dir, "1.2.3").unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], manifest.digest.as_str());
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            "1.2.3"
+        );
+        let m = read_json(&dir, &manifest.digest);
+        let config = read_json(&dir, m["config"]["digest"].as_str().unwrap());
+        assert_eq!(config["config"]["User"], "65532:65532");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["/aim-operator"])
+        );
+        assert_eq!(
+            config["config"]["Labels"]["org.opencontainers.image.version"],
+            "1.2.3"
+        );
+        assert_eq!(config["os"], "linux");
+        // Every digest is the SHA-256 of its blob, and the layer holds exactly the binary.
+        for entry in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+            let entry = entry.unwrap();
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let hex: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(entry.file_name().to_string_lossy(), hex);
+        }
+        let layer_digest = m["layers"][0]["digest"].as_str().unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][0], layer_digest);
+        let tar = std::fs::read(
+            dir.join("blobs/sha256")
+                .join(layer_digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap();
+        assert_eq!(&tar[..12], b"aim-operator");
+        assert_eq!(&tar[100..107], b"0000755", "executable");
+        assert_eq!(&tar[512..512 + binary.len()], &binary[..]);
+        assert_eq!(tar.len() % 512, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
