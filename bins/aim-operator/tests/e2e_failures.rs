@@ -46,14 +46,6 @@ async fn setup(prefix: &str, log: impl AsRef<[u8]>) -> TestNamespace {
     ns
 }
 
-async fn model_with_env(ns: &TestNamespace, env: serde_json::Value) {
-    apply(
-        &ns.api(),
-        &model(&ns.name, "m", "example.test/aim-qwen:1", env),
-    )
-    .await;
-}
-
 fn outcome(o: &str) -> serde_json::Value {
     serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": o}])
 }
@@ -81,7 +73,7 @@ async fn next_job(ns: &TestNamespace, old: &str) -> Instant {
 async fn a_failed_job_stays_for_its_logs_counts_once_and_retries_after_the_backoff() {
     // T-20, T-21, T-30
     let ns = setup("kept", DRY_RUN_OK).await;
-    model_with_env(&ns, outcome("fail")).await;
+    model_m(&ns, outcome("fail")).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
@@ -156,7 +148,7 @@ async fn a_slow_over_limit_log_waits_the_whole_backoff() {
         s
     };
     let ns = setup("biglog", big).await;
-    model_with_env(&ns, serde_json::json!([])).await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
@@ -203,7 +195,7 @@ async fn a_slow_over_limit_log_waits_the_whole_backoff() {
 async fn deadline_exceeded_says_which_deadline() {
     // T-20: a dry-run that never ends is stopped by the Job's deadline from the runtime config.
     let ns = setup("deadline", DRY_RUN_OK).await;
-    model_with_env(&ns, outcome("hang")).await;
+    model_m(&ns, outcome("hang")).await;
     let rc = default_runtime_config(
         &ns.name,
         serde_json::json!({ "discovery": { "activeDeadlineSeconds": 2 } }),
@@ -220,7 +212,7 @@ async fn deadline_exceeded_says_which_deadline() {
 async fn an_authentication_pull_error_says_so_and_frees_the_slot() {
     // T-20: the message tells credentials from a missing image; a stuck Job is deleted at once.
     let ns = setup("pullauth", DRY_RUN_OK).await;
-    model_with_env(&ns, outcome("pull-auth-error")).await;
+    model_m(&ns, outcome("pull-auth-error")).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
@@ -256,7 +248,7 @@ async fn a_refused_job_is_a_visible_failed_attempt_not_a_hot_loop() {
         },
     )
     .await;
-    model_with_env(&ns, serde_json::json!([])).await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(&api, "t", "Failed", WAIT, discovery_failed()).await;
@@ -324,7 +316,7 @@ async fn warning_events(ns: &TestNamespace, name: &str) -> Vec<(String, String, 
 async fn an_unschedulable_discovery_pod_says_why_within_seconds() {
     // The pod asks for more CPU than any node has: the scheduler's reason shows, long before the deadline.
     let ns = setup("unsched", DRY_RUN_OK).await;
-    model_with_env(&ns, serde_json::json!([])).await;
+    model_m(&ns, serde_json::json!([])).await;
     let rc = default_runtime_config(
         &ns.name,
         serde_json::json!({ "discovery": { "resources": { "requests": { "cpu": "100000" } } } }),
@@ -360,7 +352,7 @@ async fn an_unschedulable_discovery_pod_says_why_within_seconds() {
 async fn a_missing_service_account_says_why_within_seconds() {
     // The Job controller cannot create the pod: its FailedCreate event reaches the template's message.
     let ns = setup("nosa", DRY_RUN_OK).await;
-    model_with_env(&ns, serde_json::json!([])).await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     let mut spec = on_mi300x("m");
     spec["serviceAccountName"] = "missing".into();

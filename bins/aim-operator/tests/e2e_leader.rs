@@ -127,17 +127,12 @@ async fn a_standby_takes_over_from_a_killed_leader_and_the_limit_holds() {
     assert!(!b.leads(), "op-b stands by");
 
     // 25 discoveries of 3 s each, at most 10 at a time.
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([
-                {"name": "AIM_TEST_OUTCOME", "value": "complete-after"},
-                {"name": "AIM_TEST_COMPLETE_AFTER", "value": "3s"},
-            ]),
-        ),
+    model_m(
+        &ns,
+        serde_json::json!([
+            {"name": "AIM_TEST_OUTCOME", "value": "complete-after"},
+            {"name": "AIM_TEST_COMPLETE_AFTER", "value": "3s"},
+        ]),
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();

@@ -37,16 +37,7 @@ async fn metrics_and_health_are_served() {
     assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
 
     let ns = TestNamespace::new("metrics").await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(
         &api,

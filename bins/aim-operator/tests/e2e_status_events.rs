@@ -58,16 +58,7 @@ async fn events_of(
 async fn a_static_template_records_exactly_one_event_and_none_after_settling() {
     // T-31
     let ns = setup("ev-static", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(
         &api,
@@ -164,16 +155,7 @@ async fn a_discovery_records_each_step_once_and_a_failure_as_a_warning() {
 async fn the_job_carries_the_templates_labels_and_the_configured_resources() {
     // T-14 labels as upstream users expect; api.md `spec.discovery.resources`; a zero GPU count.
     let ns = setup("jobshape", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let rc = default_runtime_config(
         &ns.name,
         serde_json::json!({ "discovery": { "resources": {
@@ -240,16 +222,7 @@ async fn the_job_carries_the_templates_labels_and_the_configured_resources() {
 async fn a_changed_deadline_does_not_rediscover() {
     // T-22 lists what re-discovers; a runtime config's timeout is not in it.
     let ns = setup("deadline-nochange", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let before = wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;

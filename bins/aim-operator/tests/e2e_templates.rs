@@ -238,16 +238,7 @@ async fn missing_model_fails_and_heals_when_created() {
 async fn runtime_configs_resolve_and_a_missing_named_one_heals() {
     // T-03, T-04
     let ns = setup("rc", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "default-rc", serde_json::json!({ "modelName": "m", "modelSources": [{"name": "w", "sourceURI": "hf://a/b"}] }))).await;
     let t = wait_for(
@@ -303,16 +294,7 @@ async fn runtime_configs_resolve_and_a_missing_named_one_heals() {
 async fn absent_gpus_are_not_available_and_recover_when_a_node_appears() {
     // T-06, T-11: a GPU the cluster lacks; a node with it appears, then goes.
     let ns = setup("gpu", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(
         &api,
@@ -382,16 +364,7 @@ async fn absent_gpus_are_not_available_and_recover_when_a_node_appears() {
 async fn vram_and_gpu_count_requirements() {
     // T-07, T-08
     let ns = setup("vram", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     let sources = serde_json::json!([{"name": "w", "sourceURI": "hf://a/b"}]);
     apply(&api, &template(&ns.name, "big", serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "minVram": "200Gi" } }, "modelSources": sources }))).await;
@@ -462,16 +435,7 @@ async fn malformed_dry_run_output_fails_discovery() {
         "banner\n[{\"profile\": {\"metadata\": {\"metric\": \"latency\"}}, \"models\": [\n",
     )
     .await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     let t = wait_for(
@@ -499,14 +463,9 @@ async fn malformed_dry_run_output_fails_discovery() {
 async fn failing_pod_fails_and_retries_by_itself() {
     // T-20, T-21: the pod exits 1; attempts grow without any outside event.
     let ns = setup("podfail", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "fail"}]),
-        ),
+    model_m(
+        &ns,
+        serde_json::json!([{"name": "AIM_TEST_OUTCOME", "value": "fail"}]),
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();
@@ -573,16 +532,7 @@ async fn restricted_namespaces_admit_the_discovery_pod() {
     )]);
     let ns = xtask::support::TestNamespace::with_labels("restricted", labels).await;
     ns.discovery_logs(DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
     wait_for(&api, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
@@ -864,16 +814,7 @@ async fn a_settled_template_is_not_rewritten() {
     // T-30: a Ready template whose world does not change is not written again. A second template that
     // settles afterwards gives any write loop time to show.
     let ns = setup("stable", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "a", on_mi300x("m"))).await;
     let a = wait_for(&api, "a", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
@@ -979,16 +920,7 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
     // T-05, T-06, T-08, T-09, T-11 with nodes that only exist during this test.
     // The MI355X template discovers (its dry-run picks an MI355X profile); the others have static sources.
     let ns = setup("edgenodes", &DRY_RUN_OK.replace("MI300X", "MI355X")).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([]),
-        ),
-    )
-    .await;
+    model_m(&ns, serde_json::json!([])).await;
     let api = ns.api::<AIMServiceTemplate>();
     let gpu = |model: &str, requests: i32| {
         serde_json::json!({ "modelName": "m", "hardware": { "gpu": { "model": model, "requests": requests } },
@@ -1087,14 +1019,9 @@ async fn templates_in_one_namespace_read_their_own_dry_runs() {
     // T-17, T-18: each template's Job prints its own log (per-pod canned logs, not one per namespace).
     operator();
     let ns = xtask::support::TestNamespace::new("perlog").await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([{"name": "AIM_TEST_LOG_GATE", "value": "1"}]),
-        ),
+    model_m(
+        &ns,
+        serde_json::json!([{"name": "AIM_TEST_LOG_GATE", "value": "1"}]),
     )
     .await;
     let _a =
@@ -1122,17 +1049,12 @@ async fn templates_in_one_namespace_read_their_own_dry_runs() {
 async fn a_running_dry_run_is_progressing_until_it_completes() {
     // T-29: Progressing while the dry-run runs (here it takes 3 s), then Ready.
     let ns = setup("slowrun", DRY_RUN_OK).await;
-    apply(
-        &ns.api(),
-        &model(
-            &ns.name,
-            "m",
-            "example.test/aim-qwen:1",
-            serde_json::json!([
-                {"name": "AIM_TEST_OUTCOME", "value": "complete-after"},
-                {"name": "AIM_TEST_COMPLETE_AFTER", "value": "3s"},
-            ]),
-        ),
+    model_m(
+        &ns,
+        serde_json::json!([
+            {"name": "AIM_TEST_OUTCOME", "value": "complete-after"},
+            {"name": "AIM_TEST_COMPLETE_AFTER", "value": "3s"},
+        ]),
     )
     .await;
     let api = ns.api::<AIMServiceTemplate>();

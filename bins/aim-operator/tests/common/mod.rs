@@ -512,3 +512,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
 }
+
+/// Applies the AIMModel `m` (image `example.test/aim-qwen:1`, this env) in the test's namespace.
+pub async fn model_m(ns: &TestNamespace, env: serde_json::Value) {
+    apply(
+        &ns.api(),
+        &model(&ns.name, "m", "example.test/aim-qwen:1", env),
+    )
+    .await;
+}
