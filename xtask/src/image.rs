@@ -132,8 +132,19 @@ pub fn build(out: &Path) -> Result<PathBuf> {
         bail!("building the static operator binary failed ({status})");
     }
     let bin = root.join(format!("target/{target}/release/aim-operator"));
+    // Symbols are of no use in the image; strip a copy when binutils are there.
+    let stripped = root.join(format!("target/{target}/release/aim-operator.stripped"));
+    let bin = match std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&bin)
+        .status()
+    {
+        Ok(s) if s.success() => stripped,
+        _ => bin,
+    };
     let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
-    if bytes.windows(16).any(|w| w == b"ld-linux-x86-64.") {
+    if has_interpreter(&bytes) {
         bail!("{} is dynamically linked", bin.display());
     }
     let manifest = layout(&bytes, out, env!("CARGO_PKG_VERSION"))?;
@@ -147,6 +158,26 @@ pub fn build(out: &Path) -> Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
+/// Whether an ELF64 executable names a dynamic loader (a `PT_INTERP` program header).
+pub fn has_interpreter(elf: &[u8]) -> bool {
+    let read = |at: usize, n: usize| -> Option<u64> {
+        let b = elf.get(at..at + n)?;
+        Some(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, x| (acc << 8) | u64::from(*x)),
+        )
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (read(0x20, 8), read(0x36, 2), read(0x38, 2))
+    else {
+        return false;
+    };
+    (0..phnum).any(|i| {
+        let at = usize::try_from(phoff + i * phentsize).unwrap_or(usize::MAX);
+        read(at, 4) == Some(3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +185,14 @@ mod tests {
     fn read_json(dir: &Path, digest: &str) -> serde_json::Value {
         let hex = digest.strip_prefix("sha256:").unwrap();
         serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_dynamically_linked_binary_is_told_apart() {
+        // This test binary itself is dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(has_interpreter(&me));
+        assert!(!has_interpreter(b"\x7fELF"));
     }
 
     #[test]
