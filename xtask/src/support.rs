@@ -1,5 +1,5 @@
 //! What an end-to-end test needs: a client for the test cluster, a namespace of its own (deleted
-//! afterwards), waits on conditions with a timeout, and canned discovery logs.
+//! afterwards), fake nodes of its own, waits on conditions with a timeout, and canned discovery logs.
 
 use crate::testenv;
 use anyhow::{Context, Result};
@@ -165,7 +165,8 @@ pub async fn canned_logs(
     file
 }
 
-/// Per-template canned logs, while it lives: see [`canned_logs_for_template`].
+/// Per-template canned logs, while it lives: see [`canned_logs_for_template`]. Dropping it stops the
+/// watch; the `Logs` objects already made stay until their namespace goes.
 pub struct LogGate {
     task: tokio::task::JoinHandle<()>,
     /// The CRI log file the template's pods print.
@@ -174,15 +175,22 @@ pub struct LogGate {
 
 impl Drop for LogGate {
     fn drop(&mut self) {
+        // Aborting the watch also drops its JoinSet, which aborts the per-pod tasks.
         self.task.abort();
     }
 }
 
+/// Label that opens the gate of a pod with env `AIM_TEST_LOG_GATE=1` (see `xtask/testenv/kwok.yaml`).
+pub const LOG_READY_LABEL: &str = "kwok.aim.test/log-ready";
+
 /// Makes the `discovery` container of every pod labelled `aim.eai.amd.com/template=<template_label>` in
 /// `namespace` print `text`, so that templates sharing a namespace print different dry-runs. For each
-/// such pod a kwok `Logs` object (named after the pod) is created, then the pod is labelled
-/// `kwok.aim.test/log-ready=true`. Pods with env `AIM_TEST_LOG_GATE=1` (set it on the model) do not
-/// complete before that label, so the log is in place before anyone reads it.
+/// such pod a kwok `Logs` object (named after the pod, owned by it) is created; once `pods/log` serves
+/// the canned text for that pod (kwok reads `Logs` from its own watch, so this is checked through the
+/// API server, not assumed), the pod is labelled `kwok.aim.test/log-ready=true`. Pods with env
+/// `AIM_TEST_LOG_GATE=1` (set it on the model) do not complete before that label, so whoever reads the
+/// log after the pod finished reads this text. A pod whose log is not served within [`WAIT`] (e.g. one
+/// that never runs) is labelled anyway, so a mismatch shows up as a wrong log rather than a hang.
 pub async fn canned_logs_for_template(
     client: &Client,
     namespace: &str,
@@ -192,10 +200,18 @@ pub async fn canned_logs_for_template(
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Pod;
     use kube::runtime::{WatchStreamExt, watcher};
+    use std::collections::HashSet;
+    use std::sync::Arc;
     let dir = testenv::workdir().join("logs");
     std::fs::create_dir_all(&dir).expect("creating log directory");
     let file = dir.join(format!("{namespace}-{template_label}.log"));
     std::fs::write(&file, cri_log(text)).expect("writing canned log");
+    // What `pods/log` returns for the file: every line ends in a newline.
+    let mut served = text.to_vec();
+    if served.last() != Some(&b'\n') {
+        served.push(b'\n');
+    }
+    let served: Arc<[u8]> = served.into();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs");
     let logs: Api<DynamicObject> = Api::namespaced_with(
@@ -207,42 +223,214 @@ pub async fn canned_logs_for_template(
     let path = file.to_string_lossy().into_owned();
     let ns = namespace.to_string();
     let task = tokio::spawn(async move {
+        let mut handled = HashSet::new();
+        let mut per_pod = tokio::task::JoinSet::new();
         let wc = watcher::Config::default().labels(&selector);
         let mut stream = watcher(pods.clone(), wc).applied_objects().boxed();
         while let Some(event) = stream.next().await {
             let Ok(pod) = event else { continue };
-            let ready = pod
+            let labelled = pod
                 .metadata
                 .labels
                 .as_ref()
-                .is_some_and(|l| l.get("kwok.aim.test/log-ready").is_some());
-            let Some(name) = pod.metadata.name.clone().filter(|_| !ready) else {
+                .is_some_and(|l| l.contains_key(LOG_READY_LABEL));
+            let (Some(name), Some(uid)) = (pod.metadata.name.clone(), pod.metadata.uid.clone())
+            else {
                 continue;
             };
-            let obj = serde_json::json!({
-                "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-                "metadata": { "name": name, "namespace": ns },
-                "spec": { "logs": [{ "containers": ["discovery"], "logsFile": path, "follow": false }] },
-            });
-            if logs
-                .patch(
-                    &name,
-                    &PatchParams::apply("aim-e2e").force(),
-                    &Patch::Apply(obj),
-                )
-                .await
-                .is_err()
+            if labelled || pod.metadata.deletion_timestamp.is_some() || !handled.insert(uid.clone())
             {
                 continue;
             }
-            let label =
-                serde_json::json!({"metadata": {"labels": {"kwok.aim.test/log-ready": "true"}}});
-            let _ = pods
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&label))
-                .await;
+            let obj = serde_json::json!({
+                "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                "metadata": {
+                    "name": name, "namespace": ns,
+                    "ownerReferences": [{ "apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid }],
+                },
+                "spec": { "logs": [{ "containers": ["discovery"], "logsFile": path, "follow": false }] },
+            });
+            let (pods, logs, served) = (pods.clone(), logs.clone(), served.clone());
+            per_pod.spawn(async move {
+                if let Err(e) = logs
+                    .patch(
+                        &name,
+                        &PatchParams::apply("aim-e2e").force(),
+                        &Patch::Apply(obj),
+                    )
+                    .await
+                {
+                    eprintln!("canned logs: creating Logs {name}: {e}");
+                    return;
+                }
+                let deadline = tokio::time::Instant::now() + WAIT;
+                while tokio::time::Instant::now() < deadline {
+                    match serves(&pods, &name, &served).await {
+                        Serves::Yes => break,
+                        Serves::PodGone => return,
+                        Serves::NotYet => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                let label = serde_json::json!({"metadata": {"labels": {LOG_READY_LABEL: "true"}}});
+                let _ = pods
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+                    .await;
+            });
+            // Reap finished per-pod tasks so the set does not grow with the pods seen.
+            while per_pod.try_join_next().is_some() {}
         }
     });
     LogGate { task, file }
+}
+
+enum Serves {
+    Yes,
+    NotYet,
+    PodGone,
+}
+
+/// Whether `pods/log` of the pod's `discovery` container starts with `want` (the first 4 KiB of it are
+/// compared, so large logs are not read over and over).
+async fn serves(pods: &Api<k8s_openapi::api::core::v1::Pod>, name: &str, want: &[u8]) -> Serves {
+    use futures::AsyncReadExt;
+    let limit = want.len().min(4096);
+    let params = kube::api::LogParams {
+        container: Some("discovery".into()),
+        limit_bytes: Some(limit as i64),
+        ..Default::default()
+    };
+    match pods.log_stream(name, &params).await {
+        Ok(mut stream) => {
+            let mut got = Vec::with_capacity(limit);
+            let read = stream.read_to_end(&mut got).await.is_ok();
+            if read && got.get(..limit) == Some(&want[..limit]) {
+                Serves::Yes
+            } else {
+                Serves::NotYet
+            }
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Serves::PodGone,
+        Err(_) => Serves::NotYet,
+    }
+}
+
+/// A fake kwok node for one test, deleted when dropped (without waiting, like [`TestNamespace`]). kwok
+/// manages it (annotation `kwok.x-k8s.io/node: fake`) and makes it Ready; the constructors wait for that.
+/// These nodes are not in `xtask/testenv/nodes.yaml` because other tests rely on their GPUs being absent,
+/// so use a GPU model no test running at the same time relies on being absent, and a unique suffix.
+pub struct FakeNode {
+    pub name: String,
+}
+
+impl FakeNode {
+    /// A node `name` with `labels` (plus `type: kwok` and `kubernetes.io/hostname`) and allocatable cpu,
+    /// memory and pods; with `gpus: Some(n)` also `n` allocatable (and capacity) `amd.com/gpu`, with `None`
+    /// no `amd.com/gpu` resource at all (no device plugin). Panics when the node cannot be created or does
+    /// not become Ready within [`WAIT`].
+    pub async fn new(name: &str, labels: BTreeMap<String, String>, gpus: Option<u32>) -> Self {
+        use k8s_openapi::api::core::v1::Node;
+        let mut labels = labels;
+        labels.insert("type".into(), "kwok".into());
+        labels.insert("kubernetes.io/hostname".into(), name.into());
+        labels
+            .entry("kubernetes.io/os".into())
+            .or_insert_with(|| "linux".into());
+        let mut resources = serde_json::json!({ "cpu": "64", "memory": "512Gi", "pods": "110" });
+        if let Some(n) = gpus {
+            resources["amd.com/gpu"] = n.to_string().into();
+        }
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "annotations": { "kwok.x-k8s.io/node": "fake" },
+                "labels": labels,
+            },
+            "status": { "allocatable": resources, "capacity": resources },
+        }))
+        .expect("a valid Node");
+        let api = Api::<Node>::all(client().await);
+        api.create(&PostParams::default(), &node)
+            .await
+            .unwrap_or_else(|e| panic!("creating node {name}: {e}"));
+        // Created before the wait, so a failed wait still deletes it.
+        let this = Self {
+            name: name.to_string(),
+        };
+        let ready = |n: Option<&Node>| {
+            n.is_some_and(|n| {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let not_ready_taint = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|ts| ts.iter().any(|t| t.key == "node.kubernetes.io/not-ready"));
+                ready && !not_ready_taint
+            })
+        };
+        wait_for(&api, name, "the fake node to be Ready", WAIT, ready).await;
+        this
+    }
+
+    /// `mi355x-<suffix>`: 8 × MI355X (`amd.com/gpu.device-id: "75a3"`).
+    pub async fn mi355x(suffix: &str) -> Self {
+        Self::new(
+            &format!("mi355x-{suffix}"),
+            label_map([("amd.com/gpu.device-id", "75a3")]),
+            Some(8),
+        )
+        .await
+    }
+
+    /// `mi250x-<suffix>`: 4 GPUs known only by the family label (`amd.com/gpu.family: MI250X`, no
+    /// device id), as older labellers write it.
+    pub async fn family_only(suffix: &str) -> Self {
+        Self::new(
+            &format!("mi250x-{suffix}"),
+            label_map([("amd.com/gpu.family", "MI250X")]),
+            Some(4),
+        )
+        .await
+    }
+
+    /// `v710-<suffix>`: GPU labels (device id `7460`, V710) but no `amd.com/gpu` among allocatable
+    /// resources (only cpu, memory and pods): labelled, but no device plugin advertises the GPUs.
+    pub async fn no_allocatable(suffix: &str) -> Self {
+        Self::new(
+            &format!("v710-{suffix}"),
+            label_map([("amd.com/gpu.device-id", "7460")]),
+            None,
+        )
+        .await
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        // Drop cannot await: ask kubectl to delete without waiting.
+        if let Ok(v) = testenv::Versions::read() {
+            let _ = testenv::kubectl(&testenv::bin_dir(&v))
+                .args([
+                    "delete",
+                    "node",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
+    }
+}
+
+/// A label map from pairs.
+pub fn label_map<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Encodes `text` in the CRI log format kwok serves: one `<time> stdout F <line>` record per line.
