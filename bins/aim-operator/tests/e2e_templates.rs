@@ -952,9 +952,16 @@ async fn edge_nodes_mi355x_family_label_and_no_allocatable_gpus() {
         "T-06: no discovery while NotAvailable"
     );
     let suffix = ns.name.clone();
-    let mi355x = FakeNode::mi355x(&format!("mi355x-{suffix}")).await;
-    let _family = FakeNode::family_only(&format!("mi250x-{suffix}")).await;
-    let _v710 = FakeNode::no_allocatable(&format!("v710-{suffix}")).await;
+    use xtask::support::{FakeNode, label_map};
+    let mi355x = FakeNode::mi355x(&suffix).await;
+    let _family = FakeNode::family_only(&suffix).await;
+    // GPU labels, and a device plugin that reports no allocatable GPU (`amd.com/gpu: 0`).
+    let _v710 = FakeNode::new(
+        &format!("v710-{suffix}"),
+        label_map([("amd.com/gpu.device-id", "7460")]),
+        Some(0),
+    )
+    .await;
     // The MI355X node appears: its template discovers and becomes Ready (T-11).
     let t = wait_for(&api, "mi355x", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let affinity = serde_json::to_string(&t.status.unwrap().resolved_node_affinity).unwrap();
