@@ -8,29 +8,11 @@ use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use xtask::support::{TestNamespace, WAIT, wait_for, wait_gone};
-use xtask::testenv;
 
 #[tokio::test]
 async fn the_deployed_cluster_role_is_enough() {
     system_namespace().await;
-    let bin = testenv::bin_dir(&testenv::Versions::read().unwrap());
-    let manifests = testenv::workspace_root().join("deploy/manifests");
-    for file in [
-        "00-namespace.yaml",
-        "10-serviceaccount.yaml",
-        "20-rbac.yaml",
-    ] {
-        let out = testenv::kubectl(&bin)
-            .args(["apply", "--server-side", "-f"])
-            .arg(manifests.join(file))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    install_operator_rbac();
     // With leader election, as deployed: the Role in aim-system must be enough for the Lease.
     let mut election = aim_operator::LeaderElection::new(Some("rbac-test".into()));
     election.lease_duration = 6;
