@@ -25,21 +25,12 @@ static OPERATOR: OnceLock<()> = OnceLock::new();
 
 async fn setup(prefix: &str, log: impl AsRef<[u8]>) -> TestNamespace {
     OPERATOR.get_or_init(|| {
-        std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(system_namespace())
-        })
-        .join()
-        .unwrap();
-        std::mem::forget(RunningOperator::start(aim_operator::Settings {
+        start_for_binary(aim_operator::Settings {
             system_namespace: SYSTEM_NAMESPACE.into(),
             backoff_base: BACKOFF,
             log_limit: LOG_LIMIT,
             ..Default::default()
-        }));
+        })
     });
     let ns = TestNamespace::new(prefix).await;
     ns.discovery_logs(log).await;
@@ -324,17 +315,12 @@ async fn an_unschedulable_discovery_pod_says_why_within_seconds() {
     apply(&ns.api(), &rc).await;
     let api = ns.api::<AIMServiceTemplate>();
     apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
-    let blocked = phase_with(
-        TemplatePhase::Pending,
-        types::DISCOVERED,
-        reasons::DISCOVERY_BLOCKED,
-    );
     let t = wait_for(
         &api,
         "t",
         "DiscoveryBlocked",
         Duration::from_secs(15),
-        blocked,
+        discovery_blocked(),
     )
     .await;
     let msg = discovered_message(&t);
@@ -357,17 +343,12 @@ async fn a_missing_service_account_says_why_within_seconds() {
     let mut spec = on_mi300x("m");
     spec["serviceAccountName"] = "missing".into();
     apply(&api, &template(&ns.name, "t", spec)).await;
-    let blocked = phase_with(
-        TemplatePhase::Pending,
-        types::DISCOVERED,
-        reasons::DISCOVERY_BLOCKED,
-    );
     let t = wait_for(
         &api,
         "t",
         "DiscoveryBlocked",
         Duration::from_secs(20),
-        blocked,
+        discovery_blocked(),
     )
     .await;
     let msg = discovered_message(&t);

@@ -148,31 +148,45 @@ pub async fn system_namespace() {
 /// each test's runtime, until the test process exits.
 pub fn operator() {
     OPERATOR.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_test_writer()
-            .try_init();
-        // Cluster templates discover in the operator namespace: its pods print the standard result.
-        // (A thread of its own: the caller is inside a test's runtime.)
-        std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(system_namespace())
-        })
-        .join()
-        .expect("preparing the operator namespace");
-        let settings = aim_operator::Settings {
+        start_for_binary(aim_operator::Settings {
             system_namespace: SYSTEM_NAMESPACE.into(),
             backoff_base: BACKOFF_BASE,
             ..Default::default()
-        };
-        std::mem::forget(RunningOperator::start(settings));
+        })
     });
+}
+
+/// What a test binary's one operator needs: test logging, the operator namespace whose pods print
+/// [`DRY_RUN_OK`], and the operator itself, left running until the process exits. Call it once (from a
+/// `OnceLock`).
+pub fn start_for_binary(settings: aim_operator::Settings) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    // Cluster templates discover in the operator namespace: its pods print the standard result.
+    // (A thread of its own: the caller is inside a test's runtime.)
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(system_namespace())
+    })
+    .join()
+    .expect("preparing the operator namespace");
+    std::mem::forget(RunningOperator::start(settings));
+}
+
+/// The template is Pending because its discovery pod cannot start (quota, scheduling, service account).
+pub fn discovery_blocked<K: HasTemplateStatus>() -> impl Condition<K> {
+    phase_with(
+        TemplatePhase::Pending,
+        aim_api::conditions::types::DISCOVERED,
+        aim_api::conditions::reasons::DISCOVERY_BLOCKED,
+    )
 }
 
 /// A dry-run log as an AIM prints it: banner noise, the JSON array, a trailing line.
