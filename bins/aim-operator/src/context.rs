@@ -33,12 +33,18 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// `FailedCreate` events of Jobs.
     pub job_events: Store<CoreEvent>,
+    /// Templates made by models (label `aim.eai.amd.com/origin=auto-generated`): the model controller
+    /// reads its templates' status here, where it is fresh when the change wakes the model.
+    pub auto_templates: Store<AIMServiceTemplate>,
+    pub auto_cluster_templates: Store<AIMClusterServiceTemplate>,
 }
 
 /// Streams of templates to reconcile, fed by the mappers.
 pub struct Triggers {
     pub namespaced: UnboundedReceiver<ObjectRef<AIMServiceTemplate>>,
     pub cluster: UnboundedReceiver<ObjectRef<AIMClusterServiceTemplate>>,
+    pub models: UnboundedReceiver<ObjectRef<AIMModel>>,
+    pub cluster_models: UnboundedReceiver<ObjectRef<AIMClusterModel>>,
 }
 
 /// Wakes templates by key.
@@ -46,6 +52,8 @@ pub struct Triggers {
 pub struct Waker {
     namespaced: UnboundedSender<ObjectRef<AIMServiceTemplate>>,
     cluster: UnboundedSender<ObjectRef<AIMClusterServiceTemplate>>,
+    models: UnboundedSender<ObjectRef<AIMModel>>,
+    cluster_models: UnboundedSender<ObjectRef<AIMClusterModel>>,
 }
 
 impl Waker {
@@ -58,6 +66,18 @@ impl Waker {
             }
             TemplateScope::Cluster => {
                 let _ = self.cluster.unbounded_send(ObjectRef::new(name));
+            }
+        }
+    }
+
+    /// Wakes a model: an AIMModel with a namespace, an AIMClusterModel without.
+    pub fn wake_model(&self, namespace: Option<&str>, name: &str) {
+        match namespace {
+            Some(ns) => {
+                let _ = self.models.unbounded_send(ObjectRef::new(name).within(ns));
+            }
+            None => {
+                let _ = self.cluster_models.unbounded_send(ObjectRef::new(name));
             }
         }
     }
@@ -81,6 +101,8 @@ pub struct Context {
     /// Last status written per template UID, with the resourceVersion the write produced: a reconcile
     /// that runs before the watch delivers our own write uses this instead of the older cached status.
     pub written: Mutex<HashMap<String, (u64, ServiceTemplateStatus)>>,
+    /// The same for models.
+    pub model_written: Mutex<HashMap<String, (u64, aim_api::ModelStatus)>>,
     /// Consecutive failed reconciles per template key, for the retry delay.
     failures: Mutex<HashMap<String, u32>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -97,9 +119,13 @@ impl Context {
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
         let (ns_tx, ns_rx) = unbounded();
         let (cl_tx, cl_rx) = unbounded();
+        let (m_tx, m_rx) = unbounded();
+        let (cm_tx, cm_rx) = unbounded();
         let waker = Waker {
             namespaced: ns_tx,
             cluster: cl_tx,
+            models: m_tx,
+            cluster_models: cm_tx,
         };
         let (stores, writers) = watches::stores(templates, cluster_templates);
         let ctx = Arc::new(Self {
@@ -117,6 +143,7 @@ impl Context {
             stores,
             waker,
             written: Mutex::new(HashMap::new()),
+            model_written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -132,6 +159,8 @@ impl Context {
             s.jobs.wait_until_ready(),
             s.pods.wait_until_ready(),
             s.job_events.wait_until_ready(),
+            s.auto_templates.wait_until_ready(),
+            s.auto_cluster_templates.wait_until_ready(),
         )?;
         {
             let mut queue = ctx.queue.lock().expect("queue lock");
@@ -148,6 +177,8 @@ impl Context {
             Triggers {
                 namespaced: ns_rx,
                 cluster: cl_rx,
+                models: m_rx,
+                cluster_models: cm_rx,
             },
         ))
     }

@@ -66,3 +66,49 @@ impl TemplateKind for AIMClusterServiceTemplate {
 pub fn key_of<K: TemplateKind>(t: &K) -> String {
     aim_resolve::children::template_key(K::SCOPE, t.namespace().as_deref(), &t.name_any())
 }
+
+/// What the two model kinds have in common, for one generic model reconcile.
+pub trait ModelKind:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+{
+    /// `AIMModel` or `AIMClusterModel`.
+    const KIND: &'static str;
+    fn common(&self) -> &aim_api::ModelCommon;
+    fn status(&self) -> Option<&aim_api::ModelStatus>;
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl ModelKind for aim_api::AIMModel {
+    const KIND: &'static str = "AIMModel";
+    fn common(&self) -> &aim_api::ModelCommon {
+        &self.spec.common
+    }
+    fn status(&self) -> Option<&aim_api::ModelStatus> {
+        self.status.as_ref()
+    }
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl ModelKind for aim_api::AIMClusterModel {
+    const KIND: &'static str = "AIMClusterModel";
+    fn common(&self) -> &aim_api::ModelCommon {
+        &self.spec.common
+    }
+    fn status(&self) -> Option<&aim_api::ModelStatus> {
+        self.status.as_ref()
+    }
+    fn api(client: Client, _: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// Why a model cannot read its image's metadata (its `MetadataExtracted` condition is `False`).
+pub fn model_failure(status: Option<&aim_api::ModelStatus>) -> Option<&str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == aim_api::conditions::types::METADATA_EXTRACTED && c.status == "False")
+        .map(|c| c.message.as_str())
+}

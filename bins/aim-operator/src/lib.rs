@@ -8,20 +8,29 @@ mod kinds;
 mod leader;
 mod logs;
 mod metrics;
+mod models;
 mod reconcile;
+mod registry;
 mod watches;
 
 pub use client::http2_client;
 pub use error::Error;
 pub use leader::LeaderElection;
+pub use registry::RegistrySettings;
 
-use aim_api::{AIMClusterServiceTemplate, AIMServiceTemplate};
+use aim_api::{AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate};
 use context::Context;
 use futures::StreamExt;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use std::future::Future;
 use std::time::Duration;
+
+/// Makes ring the process's TLS provider (registry reads use it; the API client brings its own).
+/// Call once at start; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "aim-operator";
@@ -43,6 +52,8 @@ pub struct Settings {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Leader election on the Lease `aim-operator` in the system namespace; `None`: this process leads.
     pub leader_election: Option<LeaderElection>,
+    /// How image registries are reached (M-01).
+    pub registry: RegistrySettings,
 }
 
 /// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
@@ -59,6 +70,7 @@ impl Default for Settings {
             max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
             metrics_address: None,
             leader_election: None,
+            registry: RegistrySettings::default(),
         }
     }
 }
@@ -76,7 +88,7 @@ pub async fn run(
     let ns_ctrl = Controller::new(Api::<AIMServiceTemplate>::all(client.clone()), wc.clone())
         .with_config(config.clone());
     let cl_ctrl = Controller::new(Api::<AIMClusterServiceTemplate>::all(client.clone()), wc)
-        .with_config(config);
+        .with_config(config.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -166,8 +178,43 @@ pub async fn run(
                 tracing::debug!(error = %e, "cluster template reconcile");
             }
         });
+    // M-01…M-04: models, driven by the model watches (their own changes) and by the templates they made.
+    let models = Controller::for_stream(
+        futures::stream::pending::<Result<AIMModel, watcher::Error>>(),
+        ctx.stores.models.clone(),
+    )
+    .with_config(config.clone())
+    .reconcile_on(triggers.models)
+    .graceful_shutdown_on(stop(shutdown_rx.clone()))
+    .run(
+        models::reconcile::<AIMModel>,
+        models::error_policy::<AIMModel>,
+        ctx.clone(),
+    )
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "model reconcile");
+        }
+    });
+    let cluster_models = Controller::for_stream(
+        futures::stream::pending::<Result<AIMClusterModel, watcher::Error>>(),
+        ctx.stores.cluster_models.clone(),
+    )
+    .with_config(config)
+    .reconcile_on(triggers.cluster_models)
+    .graceful_shutdown_on(stop(shutdown_rx.clone()))
+    .run(
+        models::reconcile::<AIMClusterModel>,
+        models::error_policy::<AIMClusterModel>,
+        ctx.clone(),
+    )
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "cluster model reconcile");
+        }
+    });
     let controllers = async {
-        futures::join!(ns, cl);
+        futures::join!(ns, cl, models, cluster_models);
     };
     let result = match leadership {
         None => {

@@ -42,6 +42,10 @@ struct Args {
     /// Seconds a leader's lease lasts without renewal: how long a standby waits for a dead leader.
     #[arg(long, env = "AIM_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
     lease_duration_seconds: u64,
+    /// Registries (`host[:port]`, comma-separated) reached over plain HTTP instead of HTTPS when reading
+    /// image labels, e.g. an in-cluster registry without TLS.
+    #[arg(long, env = "AIM_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -58,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    aim_operator::install_crypto_provider();
     let client = aim_operator::http2_client(kube::Config::infer().await?)?;
     let settings = Settings {
         system_namespace: args.system_namespace,
@@ -71,6 +76,14 @@ async fn main() -> anyhow::Result<()> {
             e.renew_grace = (args.lease_duration_seconds / 3).max(1);
             e
         }),
+        registry: aim_operator::RegistrySettings {
+            insecure: args
+                .insecure_registries
+                .into_iter()
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
+        },
         metrics_address: match args.metrics_bind_address.as_str() {
             "0" | "" => None,
             a => Some(a.parse().map_err(|e| {

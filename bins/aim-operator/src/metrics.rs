@@ -39,7 +39,28 @@ pub struct TemplateLabels {
 }
 
 /// The controllers, as named in metrics.
-const CONTROLLERS: [&str; 2] = ["AIMServiceTemplate", "AIMClusterServiceTemplate"];
+const CONTROLLERS: [&str; 4] = [
+    "AIMServiceTemplate",
+    "AIMClusterServiceTemplate",
+    "AIMModel",
+    "AIMClusterModel",
+];
+
+/// Categories of a failed registry read (M-01), as `aim_registry_failures_total{category}` names them.
+const REGISTRY_CATEGORIES: [&str; 7] = [
+    "unreachable",
+    "unauthorized",
+    "not_found",
+    "pull_secret",
+    "registry",
+    "label_missing",
+    "label_unparsable",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub category: &'static str,
+}
 
 /// The operator's metrics.
 pub struct Metrics {
@@ -50,6 +71,9 @@ pub struct Metrics {
     pub discoveries_active: Gauge,
     pub discoveries_queued: Gauge,
     pub templates: Family<TemplateLabels, Gauge>,
+    /// Image metadata reads from registries (M-01).
+    pub registry_reads: Counter,
+    pub registry_failures: Family<RegistryLabels, Counter>,
     /// All watches have synced (for `/readyz`).
     pub ready: AtomicBool,
 }
@@ -100,6 +124,21 @@ impl Default for Metrics {
             "Templates by scope and status",
             templates.clone(),
         );
+        let registry_reads = Counter::default();
+        registry.register(
+            "registry_reads",
+            "Image metadata reads from registries",
+            registry_reads.clone(),
+        );
+        let registry_failures = Family::<RegistryLabels, Counter>::default();
+        registry.register(
+            "registry_failures",
+            "Failed image metadata reads, by category",
+            registry_failures.clone(),
+        );
+        for category in REGISTRY_CATEGORIES {
+            let _ = registry_failures.get_or_create(&RegistryLabels { category });
+        }
         // Every series exists from the start (at zero), so that rates and alerts need no special case.
         for controller in CONTROLLERS {
             let _ = reconciles.get_or_create(&ControllerLabels { controller });
@@ -118,6 +157,8 @@ impl Default for Metrics {
             discoveries_active,
             discoveries_queued,
             templates,
+            registry_reads,
+            registry_failures,
             ready: AtomicBool::new(false),
         }
     }
@@ -131,6 +172,16 @@ impl Metrics {
         self.duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a registry read and, when it failed, its category.
+    pub fn registry_read(&self, failure: Option<&'static str>) {
+        self.registry_reads.inc();
+        if let Some(category) = failure {
+            self.registry_failures
+                .get_or_create(&RegistryLabels { category })
+                .inc();
+        }
     }
 
     /// Records a failed reconcile.

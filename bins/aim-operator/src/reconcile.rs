@@ -39,12 +39,17 @@ fn current_status<K: TemplateKind>(ctx: &Context, obj: &K) -> Option<ServiceTemp
     }
 }
 
-fn model_candidate<'a>(meta: &'a ObjectMeta, spec: &'a ModelCommon) -> ModelCandidate<'a> {
+fn model_candidate<'a>(
+    meta: &'a ObjectMeta,
+    spec: &'a ModelCommon,
+    status: Option<&'a aim_api::ModelStatus>,
+) -> ModelCandidate<'a> {
     ModelCandidate {
         name: meta.name.as_deref().unwrap_or_default(),
         namespace: meta.namespace.as_deref(),
         uid: meta.uid.as_deref(),
         spec,
+        failure: crate::kinds::model_failure(status),
     }
 }
 
@@ -158,10 +163,10 @@ async fn reconcile_inner<K: TemplateKind>(obj: &K, ctx: &Context) -> Result<Acti
         },
         namespace_model: ns_model
             .as_deref()
-            .map(|m| model_candidate(&m.metadata, &m.spec.common)),
+            .map(|m| model_candidate(&m.metadata, &m.spec.common, m.status.as_ref())),
         cluster_model: cl_model
             .as_deref()
-            .map(|m| model_candidate(&m.metadata, &m.spec.common)),
+            .map(|m| model_candidate(&m.metadata, &m.spec.common, m.status.as_ref())),
         namespace_config: ns_config
             .as_deref()
             .map(|c| config_candidate(&c.metadata, &c.spec.common)),

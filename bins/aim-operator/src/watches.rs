@@ -30,6 +30,8 @@ pub struct Writers {
     jobs: Writer<Job>,
     pods: Writer<Pod>,
     job_events: Writer<CoreEvent>,
+    auto_templates: Writer<AIMServiceTemplate>,
+    auto_cluster_templates: Writer<AIMClusterServiceTemplate>,
 }
 
 pub fn stores(
@@ -44,6 +46,8 @@ pub fn stores(
     let (jobs, jobs_w) = reflector::store();
     let (pods, pods_w) = reflector::store();
     let (job_events, job_events_w) = reflector::store();
+    let (auto_templates, auto_templates_w) = reflector::store();
+    let (auto_cluster_templates, auto_cluster_templates_w) = reflector::store();
     (
         Stores {
             templates,
@@ -56,6 +60,8 @@ pub fn stores(
             jobs,
             pods,
             job_events,
+            auto_templates,
+            auto_cluster_templates,
         },
         Writers {
             models: models_w,
@@ -66,6 +72,8 @@ pub fn stores(
             jobs: jobs_w,
             pods: pods_w,
             job_events: job_events_w,
+            auto_templates: auto_templates_w,
+            auto_cluster_templates: auto_cluster_templates_w,
         },
     )
 }
@@ -160,11 +168,14 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
     let c = ctx.clone();
     tasks.push(each(
         watch(Api::<AIMModel>::all(client.clone()), all.clone(), w.models),
-        move |m, _| {
+        move |m, deleted| {
             let (ns, name) = (m.namespace(), m.name_any());
             wake_namespaced(&c, |t| {
                 t.namespace() == ns && t.spec.common.model_name == name
             });
+            if !deleted {
+                c.waker.wake_model(ns.as_deref(), &name);
+            }
         },
     ));
     let c = ctx.clone();
@@ -174,10 +185,13 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
             all.clone(),
             w.cluster_models,
         ),
-        move |m, _| {
+        move |m, deleted| {
             let name = m.name_any();
             wake_namespaced(&c, |t| t.spec.common.model_name == name);
             wake_cluster(&c, |t| t.spec.common.model_name == name);
+            if !deleted {
+                c.waker.wake_model(None, &name);
+            }
         },
     ));
     let c = ctx.clone();
@@ -206,6 +220,27 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
             wake_namespaced(&c, |t| t.spec.common.runtime_config_name == name);
             wake_cluster(&c, |t| t.spec.common.runtime_config_name == name);
         },
+    ));
+
+    // M-04: a model follows the templates it made (created, changed status, deleted by someone).
+    let auto = all.clone().labels(AUTO_GENERATED_SELECTOR);
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(
+            Api::<AIMServiceTemplate>::all(client.clone()),
+            auto.clone(),
+            w.auto_templates,
+        ),
+        move |t, _| wake_model_owner(&c, &t.metadata, "AIMModel"),
+    ));
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(
+            Api::<AIMClusterServiceTemplate>::all(client.clone()),
+            auto,
+            w.auto_cluster_templates,
+        ),
+        move |t, _| wake_model_owner(&c, &t.metadata, "AIMClusterModel"),
     ));
 
     // T-11: only changes of the GPU inventory wake templates, and only templates that need a GPU.
@@ -330,6 +365,26 @@ async fn verify_unseen_slots(ctx: &Context) {
             Ok(Some(_)) => {}
             Err(e) => tracing::warn!(job = %key, error = %e, "cannot check a discovery job"),
         }
+    }
+}
+
+/// Label selector of the templates models create (M-02).
+pub const AUTO_GENERATED_SELECTOR: &str = "aim.eai.amd.com/origin=auto-generated";
+
+/// Wakes the model (of `kind`) that controls a template.
+fn wake_model_owner(ctx: &Context, meta: &kube::api::ObjectMeta, kind: &str) {
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == kind);
+    if let Some(o) = owner {
+        let ns = if kind == "AIMModel" {
+            meta.namespace.as_deref()
+        } else {
+            None
+        };
+        ctx.waker.wake_model(ns, &o.name);
     }
 }
 

@@ -90,8 +90,8 @@ async fn the_deployed_cluster_role_is_enough() {
     models.delete(&name, &Default::default()).await.unwrap();
     operator.stop();
 
-    // O-05: what the role lacks is really denied. Secret values above all: the operator passes
-    // `secretKeyRef` through to pods and never reads a Secret.
+    // O-05: what the role lacks is really denied. Secrets: the operator may get a pull secret a model
+    // names (M-01), but never list or watch them, so it cannot go looking.
     let sa = xtask::support::client_as(
         &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"),
         &["system:serviceaccounts", "system:authenticated"],
@@ -106,14 +106,24 @@ async fn the_deployed_cluster_role_is_enough() {
         secrets.list(&ListParams::default()).await.map(|_| ()),
         "listing secrets",
     );
-    forbidden(secrets.get("any").await.map(|_| ()), "reading a secret");
-    let templates: Api<AIMServiceTemplate> = Api::namespaced(sa.clone(), &ns.name);
     forbidden(
-        templates
-            .delete("ok", &Default::default())
+        secrets
+            .watch(&kube::api::WatchParams::default(), "0")
             .await
             .map(|_| ()),
-        "deleting a template",
+        "watching secrets",
+    );
+    forbidden(
+        secrets.delete("any", &Default::default()).await.map(|_| ()),
+        "deleting a secret",
+    );
+    let configs: Api<AIMRuntimeConfig> = Api::namespaced(sa.clone(), &ns.name);
+    forbidden(
+        configs
+            .delete("default", &Default::default())
+            .await
+            .map(|_| ()),
+        "deleting a runtime config",
     );
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sa);
     forbidden(

@@ -12,6 +12,11 @@ pub mod types {
     pub const MODEL_RESOLVED: &str = "ModelResolved";
     pub const TEMPLATE_SELECTED: &str = "TemplateSelected";
     pub const WORKLOAD_READY: &str = "WorkloadReady";
+    // Models.
+    /// The image's metadata is known (read from the registry, or inline).
+    pub const METADATA_EXTRACTED: &str = "MetadataExtracted";
+    /// The templates of the recommended deployments exist.
+    pub const TEMPLATES_CREATED: &str = "TemplatesCreated";
 }
 
 /// Condition reasons.
@@ -39,6 +44,23 @@ pub mod reasons {
     pub const CACHE_FAILED: &str = "CacheFailed";
     pub const READY: &str = "Ready";
     pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+    // Models (M-01…M-04).
+    /// The template's model could not read its image's metadata.
+    pub const MODEL_FAILED: &str = "ModelFailed";
+    pub const METADATA_READ: &str = "MetadataRead";
+    pub const INLINE_METADATA: &str = "InlineMetadata";
+    pub const EXTRACTION_DISABLED: &str = "ExtractionDisabled";
+    pub const AWAITING_METADATA: &str = "AwaitingMetadata";
+    pub const REGISTRY_UNREACHABLE: &str = "RegistryUnreachable";
+    pub const REGISTRY_UNAUTHORIZED: &str = "RegistryUnauthorized";
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    pub const REGISTRY_ERROR: &str = "RegistryError";
+    pub const PULL_SECRET_INVALID: &str = "PullSecretInvalid";
+    pub const LABEL_MISSING: &str = "LabelMissing";
+    pub const LABEL_UNPARSABLE: &str = "LabelUnparsable";
+    pub const TEMPLATES_CREATED: &str = "TemplatesCreated";
+    pub const TEMPLATE_CREATION_DISABLED: &str = "TemplateCreationDisabled";
+    pub const TEMPLATE_NAME_TAKEN: &str = "TemplateNameTaken";
 }
 
 /// `True`, `False` or `Unknown`.

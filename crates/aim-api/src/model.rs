@@ -1,8 +1,9 @@
 //! AIMModel (namespaced) and AIMClusterModel (cluster-wide): an AIM container image and how to discover it.
 
 use crate::common::{Metric, Precision};
+use crate::template::TemplatePhase;
 use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -157,6 +158,11 @@ pub enum ModelPhase {
     Failed,
 }
 
+crate::common::str_enum!(ModelPhase {
+    Pending => "Pending", Progressing => "Progressing", Ready => "Ready",
+    Degraded => "Degraded", NotAvailable => "NotAvailable", Failed => "Failed",
+});
+
 /// Observed state of a model.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -174,6 +180,43 @@ pub struct ModelStatus {
     /// Metadata read from the registry, cached for `image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_metadata: Option<ObservedImageMetadata>,
+    /// Reading the image's metadata from its registry: attempts and the last failure (M-01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryReadStatus>,
+    /// The templates this model created, with their status (M-02, M-04).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub templates: Vec<ModelTemplateStatus>,
+}
+
+/// Attempts to read an image's metadata from its registry.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryReadStatus {
+    /// Image reference the attempts were for.
+    pub image: String,
+    /// Failed attempts in a row for this reference.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the last attempt was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<Time>,
+    /// When the next attempt is due (while backing off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+/// A template a model created, and its status.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelTemplateStatus {
+    /// Template name (same namespace as an AIMModel; cluster-wide for an AIMClusterModel).
+    pub name: String,
+    /// The template's status (`Pending` until it has one).
+    pub status: TemplatePhase,
 }
 
 /// Registry metadata and the image reference it was read for.
@@ -182,6 +225,9 @@ pub struct ModelStatus {
 pub struct ObservedImageMetadata {
     /// Image reference the metadata was read for.
     pub image: String,
+    /// Digest of the image manifest the labels were read from (for an index: the linux/amd64 one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// The metadata.
     #[serde(flatten)]
     pub metadata: ImageMetadata,

@@ -32,6 +32,8 @@ struct World {
     jobs: Vec<Job>,
     pods: Vec<Pod>,
     refused: Option<String>,
+    /// The model's metadata failure, if any.
+    model_failure: Option<String>,
     /// Jobs created so far (for unique uids).
     created: u32,
     now: i64,
@@ -79,6 +81,7 @@ impl World {
             jobs: Vec::new(),
             pods: Vec::new(),
             refused: None,
+            model_failure: None,
             created: 0,
             now: NOW,
         }
@@ -108,12 +111,14 @@ impl World {
                 namespace: Some("team"),
                 uid: Some("mu"),
                 spec,
+                failure: self.model_failure.as_deref(),
             }),
             cluster_model: self.cl_model.as_ref().map(|spec| ModelCandidate {
                 name: "m",
                 namespace: None,
                 uid: Some("cmu"),
                 spec,
+                failure: self.model_failure.as_deref(),
             }),
             namespace_config: self.ns_config.as_ref().map(|spec| ConfigCandidate {
                 name: "default",
@@ -290,6 +295,21 @@ fn t02_missing_model_fails_without_children() {
         p.delete_jobs,
         vec![("team".to_string(), "discover-tpl-1".to_string())]
     );
+}
+
+// M-04: a template whose model cannot read its metadata says so, and still runs on the known image.
+#[test]
+fn a_failed_model_is_named_in_the_templates_condition() {
+    let mut w = World::new();
+    w.model_failure = Some("registry example.test refused the credentials".into());
+    let p = w.plan();
+    assert_cond(&p.status, types::MODEL_FOUND, "True", reasons::MODEL_FAILED);
+    assert!(
+        cond(&p.status, types::MODEL_FOUND)
+            .message
+            .contains("the model is Failed: registry example.test refused the credentials")
+    );
+    assert_ne!(p.status.status, TemplatePhase::Failed);
 }
 
 #[test]

@@ -104,8 +104,21 @@ impl<'o, 'a> Draft<'o, 'a> {
                     Some(ns) => format!("AIMModel {:?} in namespace {ns:?}", reference.name),
                     None => format!("AIMClusterModel {:?}", reference.name),
                 };
-                let message = format!("{what}, image {}", model.spec.image);
-                self.condition(types::MODEL_FOUND, true, reasons::MODEL_FOUND, message);
+                match model.failure {
+                    // The image is still known, so discovery can go on; the template says why its model
+                    // is Failed.
+                    Some(why) => {
+                        let message = format!(
+                            "{what}, image {}; the model is Failed: {why}",
+                            model.spec.image
+                        );
+                        self.condition(types::MODEL_FOUND, true, reasons::MODEL_FAILED, message);
+                    }
+                    None => {
+                        let message = format!("{what}, image {}", model.spec.image);
+                        self.condition(types::MODEL_FOUND, true, reasons::MODEL_FOUND, message);
+                    }
+                }
                 self.st.resolved_model = Some(reference);
                 Some(model)
             }

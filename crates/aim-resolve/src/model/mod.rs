@@ -1,4 +1,16 @@
-//! T-01/T-02: which model a template runs.
+//! Models: which model a template runs (T-01/T-02), and the model controller's decisions (M-01…M-04):
+//! image labels → recommended deployments → the templates that must exist → status.
+
+pub mod metadata;
+pub mod plan;
+pub mod templates;
+
+pub use metadata::{MetadataFailure, metadata_from_labels, parse_recommended_deployments};
+pub use plan::{
+    ModelDecision, ModelObservation, ModelPlan, ModelView, RegistryNeed, RegistryRead,
+    TemplateSeen, aggregate, decide_model,
+};
+pub use templates::{DesiredTemplate, ModelRef, desired_templates, template_name};
 
 use aim_api::{ModelCommon, ReferenceScope, ResolvedReference, TemplateScope};
 
@@ -10,6 +22,9 @@ pub struct ModelCandidate<'a> {
     pub namespace: Option<&'a str>,
     pub uid: Option<&'a str>,
     pub spec: &'a ModelCommon,
+    /// Why the model cannot read its image's metadata, when that is so (its `MetadataExtracted` is
+    /// `False`); the template says so in its `ModelFound` condition.
+    pub failure: Option<&'a str>,
 }
 
 /// The outcome of model resolution.

@@ -1,0 +1,356 @@
+//! M-01: reads an image's config labels from its registry, with the credentials the kubelet would use
+//! (the model's `imagePullSecrets`, `kubernetes.io/dockerconfigjson`). Only the Secrets a model names
+//! are read, one `get` each; Secrets are never listed or watched.
+
+use aim_resolve::model::{MetadataFailure, RegistryNeed, RegistryRead};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, client::ClientConfig, client::ClientProtocol};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How the registry is reached.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Registries (`host[:port]`) spoken to over plain HTTP (`--insecure-registries`).
+    pub insecure: Vec<String>,
+}
+
+/// Reads the labels of `need.image` (for an index: of its linux/amd64 image).
+pub async fn read_labels(
+    client: &Client,
+    settings: &RegistrySettings,
+    need: &RegistryNeed,
+) -> RegistryRead {
+    let reference: Reference = match need.image.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            return RegistryRead::Failed(MetadataFailure::NotFound(format!(
+                "{:?} is not a valid image reference: {e}",
+                need.image
+            )));
+        }
+    };
+    let registry = reference.resolve_registry().to_string();
+    let auth = match credentials(client, need, &registry).await {
+        Ok(a) => a,
+        Err(f) => return RegistryRead::Failed(f),
+    };
+    let authenticated = !matches!(auth, RegistryAuth::Anonymous);
+    let config = ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(settings.insecure.clone()),
+        platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(30)),
+        user_agent: concat!("aim-operator/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    };
+    // A client per read: tokens are cached per registry inside a client, and two models may hold
+    // different credentials for the same registry.
+    let oci = oci_client::Client::new(config);
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        oci.pull_manifest_and_config(&reference, &auth),
+    )
+    .await;
+    match read {
+        Err(_) => RegistryRead::Failed(MetadataFailure::Unreachable(format!(
+            "registry {registry} did not answer within 60s"
+        ))),
+        Ok(Err(e)) => RegistryRead::Failed(classify(&need.image, &registry, authenticated, &e)),
+        Ok(Ok((_manifest, digest, config))) => match config_labels(&config) {
+            Ok(labels) => RegistryRead::Read {
+                digest: Some(digest),
+                labels,
+            },
+            Err(why) => RegistryRead::Failed(MetadataFailure::Registry(format!(
+                "the config of image {} cannot be read: {why}",
+                need.image
+            ))),
+        },
+    }
+}
+
+/// `config.Labels` of an image config.
+fn config_labels(config: &str) -> Result<BTreeMap<String, String>, String> {
+    let v: serde_json::Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
+    let labels = v
+        .get("config")
+        .and_then(|c| c.get("Labels"))
+        .and_then(|l| l.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(labels)
+}
+
+/// The first of the named pull secrets with an entry for `registry`; anonymous when none has one.
+async fn credentials(
+    client: &Client,
+    need: &RegistryNeed,
+    registry: &str,
+) -> Result<RegistryAuth, MetadataFailure> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &need.secret_namespace);
+    for name in &need.pull_secrets {
+        let secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(MetadataFailure::PullSecret(format!(
+                    "pull secret {name:?} does not exist in namespace {:?}",
+                    need.secret_namespace
+                )));
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(MetadataFailure::PullSecret(format!(
+                    "the operator may not read pull secret {name:?} in namespace {:?}: {}",
+                    need.secret_namespace, s.message
+                )));
+            }
+            Err(e) => {
+                return Err(MetadataFailure::PullSecret(format!(
+                    "cannot read pull secret {name:?} in namespace {:?}: {e}",
+                    need.secret_namespace
+                )));
+            }
+        };
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(".dockerconfigjson"))
+            .map(|b| b.0.clone());
+        let Some(data) = data else {
+            return Err(MetadataFailure::PullSecret(format!(
+                "pull secret {name:?} in namespace {:?} has no .dockerconfigjson (type {}; \
+                 kubernetes.io/dockerconfigjson is needed)",
+                need.secret_namespace,
+                secret.type_.as_deref().unwrap_or("Opaque")
+            )));
+        };
+        match auth_for(&data, registry) {
+            Ok(Some(auth)) => return Ok(auth),
+            Ok(None) => continue,
+            Err(why) => {
+                return Err(MetadataFailure::PullSecret(format!(
+                    "pull secret {name:?} in namespace {:?}: {why}",
+                    need.secret_namespace
+                )));
+            }
+        }
+    }
+    Ok(RegistryAuth::Anonymous)
+}
+
+/// The host part of a `.dockerconfigjson` key: `https://index.docker.io/v1/` → `index.docker.io`.
+fn host_of(key: &str) -> String {
+    let without_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = without_scheme.split('/').next().unwrap_or_default();
+    match host {
+        "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
+        h => h.to_ascii_lowercase(),
+    }
+}
+
+/// Credentials for `registry` from a `.dockerconfigjson` document, as the kubelet reads it: `auth`
+/// (base64 of `user:password`), else `username`/`password`; an identity token is used as a bearer token.
+fn auth_for(dockerconfigjson: &[u8], registry: &str) -> Result<Option<RegistryAuth>, String> {
+    let doc: serde_json::Value = serde_json::from_slice(dockerconfigjson)
+        .map_err(|e| format!(".dockerconfigjson is not JSON: {e}"))?;
+    let auths = doc
+        .get("auths")
+        .and_then(|a| a.as_object())
+        .ok_or_else(|| ".dockerconfigjson has no \"auths\" object".to_string())?;
+    let want = host_of(registry);
+    let Some(entry) = auths
+        .iter()
+        .find(|(k, _)| host_of(k) == want)
+        .map(|(_, v)| v)
+    else {
+        return Ok(None);
+    };
+    let text = |k: &str| {
+        entry
+            .get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(encoded) = text("auth") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| format!("the auth of {want} is not base64: {e}"))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| format!("the auth of {want} is not UTF-8"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| format!("the auth of {want} is not user:password"))?;
+        return Ok(Some(RegistryAuth::Basic(user.into(), password.into())));
+    }
+    if let (Some(user), Some(password)) = (text("username"), text("password")) {
+        return Ok(Some(RegistryAuth::Basic(user.into(), password.into())));
+    }
+    if let Some(token) = text("identitytoken").or_else(|| text("registrytoken")) {
+        return Ok(Some(RegistryAuth::Bearer(token.into())));
+    }
+    Err(format!(
+        "the entry for {want} has neither auth nor username/password"
+    ))
+}
+
+/// Sorts a registry error into the failure a user can act on.
+fn classify(
+    image: &str,
+    registry: &str,
+    authenticated: bool,
+    e: &OciDistributionError,
+) -> MetadataFailure {
+    let unauthorized = || {
+        MetadataFailure::Unauthorized(if authenticated {
+            format!("registry {registry} refused the credentials of the pull secret for {image}")
+        } else {
+            format!(
+                "registry {registry} requires credentials for {image} and the model names no pull \
+                 secret with an entry for it"
+            )
+        })
+    };
+    let not_found = |detail: &str| {
+        MetadataFailure::NotFound(format!(
+            "image {image} not found in registry {registry}: {detail}"
+        ))
+    };
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => unauthorized(),
+        OciDistributionError::ImageManifestNotFoundError(why) => not_found(why),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                unauthorized()
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                not_found(
+                    &envelope
+                        .errors
+                        .iter()
+                        .map(|e| e.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            } else {
+                MetadataFailure::Registry(format!(
+                    "registry {registry} answered for {image}: {envelope}"
+                ))
+            }
+        }
+        OciDistributionError::ServerError { code, message, .. } => match code {
+            401 | 403 => unauthorized(),
+            404 => not_found(message),
+            _ => MetadataFailure::Registry(format!(
+                "registry {registry} answered {code} for {image}: {}",
+                message.chars().take(200).collect::<String>()
+            )),
+        },
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            MetadataFailure::Unreachable(format!("cannot reach registry {registry}: {}", chain(re)))
+        }
+        OciDistributionError::RequestError(re) => MetadataFailure::Unreachable(format!(
+            "request to registry {registry} failed: {}",
+            chain(re)
+        )),
+        other => MetadataFailure::Registry(format!("reading {image} from {registry}: {other}")),
+    }
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    // M-01: the kubelet's reading of a .dockerconfigjson.
+    #[test]
+    fn credentials_are_matched_by_host() {
+        let doc = serde_json::json!({"auths": {
+            "https://index.docker.io/v1/": {"auth": b64("hub:pw")},
+            "127.0.0.1:5001": {"username": "aim", "password": "secret"},
+            "token.example.test": {"identitytoken": "tok"},
+        }})
+        .to_string();
+        assert_eq!(
+            auth_for(doc.as_bytes(), "index.docker.io").unwrap(),
+            Some(RegistryAuth::Basic("hub".into(), "pw".into()))
+        );
+        assert_eq!(
+            auth_for(doc.as_bytes(), "127.0.0.1:5001").unwrap(),
+            Some(RegistryAuth::Basic("aim".into(), "secret".into()))
+        );
+        assert_eq!(
+            auth_for(doc.as_bytes(), "token.example.test").unwrap(),
+            Some(RegistryAuth::Bearer("tok".into()))
+        );
+        assert_eq!(
+            auth_for(doc.as_bytes(), "other.example.test").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn broken_secrets_say_what_is_wrong() {
+        assert!(auth_for(b"nope", "r").unwrap_err().contains("not JSON"));
+        assert!(auth_for(b"{}", "r").unwrap_err().contains("auths"));
+        let doc = serde_json::json!({"auths": {"r": {"auth": "!!!"}}}).to_string();
+        assert!(
+            auth_for(doc.as_bytes(), "r")
+                .unwrap_err()
+                .contains("base64")
+        );
+        let doc = serde_json::json!({"auths": {"r": {"auth": b64("nocolon")}}}).to_string();
+        assert!(
+            auth_for(doc.as_bytes(), "r")
+                .unwrap_err()
+                .contains("user:password")
+        );
+    }
+
+    #[test]
+    fn labels_come_from_the_image_config() {
+        let labels = config_labels(
+            r#"{"architecture":"amd64","os":"linux","config":{"Labels":{"a":"1","n":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(labels, [("a".to_string(), "1".to_string())].into());
+        assert!(config_labels(r#"{"os":"linux"}"#).unwrap().is_empty());
+    }
+}
