@@ -1,5 +1,6 @@
 //! Support for the end-to-end tests and for `cargo xtask`: where the test control plane lives
-//! ([`testenv`]) and what a test needs to use it ([`support`]).
+//! ([`testenv`]), what a test needs to use it ([`support`]) and the test registries ([`registry`]).
 
+pub mod registry;
 pub mod support;
 pub mod testenv;

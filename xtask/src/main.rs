@@ -26,7 +26,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// The local test control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok).
+    /// The local test control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and two
+    /// OCI registries.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
@@ -45,7 +46,7 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Build the test control plane binaries into the cache (no cluster is started).
+    /// Build the test control plane binaries and the registry into the cache (no cluster is started).
     BuildTestenv,
     /// Build a static release binary and write an OCI image layout of it (default target/image).
     Image {
@@ -88,7 +89,8 @@ enum BenchKind {
 
 #[derive(Subcommand)]
 enum ClusterAction {
-    /// Start it (building first when needed), install CRDs and fake nodes, print the kubeconfig path.
+    /// Start it (building first when needed), install CRDs and fake nodes, start the registries (their
+    /// addresses go to target/testenv/registry.json), print the kubeconfig path.
     Up,
     /// Stop it and leave no process behind.
     Down,
@@ -155,6 +157,7 @@ fn main() -> Result<()> {
         Task::RenderManifests { check } => manifests::run(check),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());
+            println!("{}", testenv::ensure_registry()?.display());
             Ok(())
         }
     }

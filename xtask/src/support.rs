@@ -1,6 +1,8 @@
 //! What an end-to-end test needs: a client for the test cluster, a namespace of its own (deleted
-//! afterwards), fake nodes of its own, waits on conditions with a timeout, and canned discovery logs.
+//! afterwards), fake nodes of its own, waits on conditions with a timeout, canned discovery logs, and
+//! images pushed to the test registries (re-exported from [`crate::registry`]).
 
+pub use crate::registry::{Registries, fetch_manifest, push_image, push_index, registries};
 use crate::testenv;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Namespace;

@@ -1,6 +1,6 @@
 //! The test control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok,
 //! built from the Go wrapper modules in `xtask/testenv/` into a versioned cache outside the repo and
-//! started with kwokctl on 127.0.0.1.
+//! started with kwokctl on 127.0.0.1; next to it two OCI registries ([`crate::registry`]).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,48 @@ pub fn ensure_helm() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The CNCF distribution registry (`registry`), built from the wrapper module `xtask/testenv/registry`
+/// into the cache (`registry-<version>/`) unless it is there already. `cluster up` runs two of them
+/// ([`crate::registry`]).
+pub fn ensure_registry() -> Result<PathBuf> {
+    let src = testenv_src().join("registry");
+    let version = registry_version()?;
+    let dir = cache_base().join(format!("registry-{version}"));
+    let bin = dir.join("registry");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!("building the registry {version} into {}", dir.display());
+    let started = Instant::now();
+    let tmp = dir.with_extension("partial");
+    std::fs::create_dir_all(&tmp)?;
+    let ldflags = vec![format!(
+        "-s -w -X {REGISTRY_MODULE}/version.version={version}"
+    )];
+    // One package at a time: slower, but leaves the other core to whatever else compiles.
+    go_build_jobs(
+        &src,
+        &tmp,
+        &["github.com/distribution/distribution/v3/cmd/registry"],
+        &ldflags,
+        Some("registry"),
+        Some(1),
+    )?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    eprintln!("built the registry in {:.0?}", started.elapsed());
+    Ok(bin)
+}
+
+const REGISTRY_MODULE: &str = "github.com/distribution/distribution/v3";
+
+/// The registry's version, from `xtask/testenv/registry/go.mod`.
+pub fn registry_version() -> Result<String> {
+    required_version(&testenv_src().join("registry/go.mod"), REGISTRY_MODULE)
+}
+
 const BINARIES: [&str; 7] = [
     "etcd",
     "kube-apiserver",
@@ -204,11 +246,26 @@ fn go_build(
     ldflags: &[String],
     single: Option<&str>,
 ) -> Result<()> {
+    go_build_jobs(module, out, pkgs, ldflags, single, None)
+}
+
+/// `go build`, with `-p jobs` when given (packages built at once).
+fn go_build_jobs(
+    module: &Path,
+    out: &Path,
+    pkgs: &[&str],
+    ldflags: &[String],
+    single: Option<&str>,
+    jobs: Option<u32>,
+) -> Result<()> {
     let mut cmd = Command::new("go");
     cmd.current_dir(module)
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0")
         .args(["build", "-trimpath", "-buildvcs=false"]);
+    if let Some(jobs) = jobs {
+        cmd.arg("-p").arg(jobs.to_string());
+    }
     if !ldflags.is_empty() {
         cmd.arg("-ldflags").arg(ldflags.join(" "));
     }
@@ -289,9 +346,11 @@ fn cluster_exists() -> bool {
 }
 
 /// Starts the control plane (building it first when needed), installs the CRDs and the standard fake
-/// nodes, and returns the kubeconfig path. Harmless when the cluster already runs.
+/// nodes, starts the two test registries, and returns the kubeconfig path. Harmless when the cluster
+/// already runs (running registries are reused too).
 pub fn up() -> Result<PathBuf> {
     let bin = ensure_binaries()?;
+    let registry = ensure_registry()?;
     let started = Instant::now();
     if api_ready(&bin) {
         eprintln!("test cluster already running");
@@ -329,6 +388,7 @@ pub fn up() -> Result<PathBuf> {
         run(cmd, "kwokctl create cluster")?;
     }
     install(&bin)?;
+    crate::registry::start(&registry)?;
     eprintln!("test cluster ready in {:.1?}", started.elapsed());
     Ok(kubeconfig_path())
 }
@@ -406,13 +466,14 @@ pub fn processes() -> Vec<(u32, String, u64)> {
     out
 }
 
-/// Stops the control plane and makes sure no process of it is left.
+/// Stops the control plane and the registries and makes sure no process of them is left.
 pub fn down() -> Result<()> {
     let v = Versions::read()?;
     let bin = bin_dir(&v);
     if cluster_exists() && bin.join("kwokctl").is_file() {
         delete_cluster(&bin)?;
     }
+    crate::registry::stop()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = processes();
@@ -477,6 +538,7 @@ pub fn status() -> Result<String> {
     if !procs.is_empty() {
         s += &format!("  total resident memory: {} MiB\n", total / 1024);
     }
+    s += &crate::registry::describe();
     if state == "running" {
         let mut nodes = kubectl(&bin);
         nodes.args([

@@ -1,14 +1,16 @@
 //! The test control plane itself, against the running cluster (`cargo xtask cluster up`): the kwok
-//! outcomes the end-to-end tests rely on, per-template canned logs, fake nodes and the admission plugin.
+//! outcomes the end-to-end tests rely on, per-template canned logs, fake nodes, the admission plugin and
+//! the two test registries.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use std::time::{Duration, Instant};
+use xtask::registry::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 use xtask::support::{
-    FakeNode, TestNamespace, WAIT, canned_logs_for_template, client, client_as, label_map,
-    wait_for, wait_gone,
+    FakeNode, TestNamespace, WAIT, canned_logs_for_template, client, client_as, fetch_manifest,
+    label_map, push_image, push_index, registries, wait_for, wait_gone,
 };
 
 fn pod(name: &str, extra: serde_json::Value) -> Pod {
@@ -399,4 +401,78 @@ async fn owner_references_need_finalizers_permission() {
     jobs.create(&pp, &owned("not-blocking", false))
         .await
         .expect("an owner reference without blockOwnerDeletion needs no finalizers permission");
+}
+
+#[tokio::test]
+async fn registries_take_images_and_indexes_and_the_auth_one_wants_credentials() {
+    let r = registries().unwrap();
+    let repo = format!("aim-test/pushed-{}", std::process::id());
+    let amd64 = label_map([(aim_api::model::RECOMMENDED_DEPLOYMENTS_LABEL, "[]")]);
+    let arm64 = label_map([(
+        aim_api::model::RECOMMENDED_DEPLOYMENTS_LABEL,
+        "wrong platform",
+    )]);
+    for (addr, auth) in [(&r.anonymous, None), (&r.auth, Some(r.credentials()))] {
+        let image = push_image(addr, auth, &repo, "single", &amd64, "amd64")
+            .await
+            .unwrap_or_else(|e| panic!("pushing to {addr}: {e:#}"));
+        let got = fetch_manifest(addr, auth, &repo, "single").await.unwrap();
+        assert_eq!(
+            got.status,
+            200,
+            "{addr}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(got.digest.as_deref(), Some(image.as_str()));
+        assert_eq!(got.content_type.as_deref(), Some(MANIFEST_MEDIA_TYPE));
+        assert_eq!(xtask::registry::digest(&got.body), image);
+
+        let index = push_index(
+            addr,
+            auth,
+            &repo,
+            "multi",
+            &[("arm64", arm64.clone()), ("amd64", amd64.clone())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pushing an index to {addr}: {e:#}"));
+        let got = fetch_manifest(addr, auth, &repo, "multi").await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.digest.as_deref(), Some(index.as_str()));
+        assert_eq!(got.content_type.as_deref(), Some(INDEX_MEDIA_TYPE));
+        let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        let entries = body["manifests"].as_array().unwrap();
+        let archs: Vec<_> = entries
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(archs, ["arm64", "amd64"]);
+        // Each platform's image is there by digest (and only the amd64 one is the single image).
+        for entry in entries {
+            let digest = entry["digest"].as_str().unwrap();
+            let child = fetch_manifest(addr, auth, &repo, digest).await.unwrap();
+            assert_eq!(child.status, 200);
+            assert_eq!(child.digest.as_deref(), Some(digest));
+        }
+        assert_eq!(entries[1]["digest"].as_str(), Some(image.as_str()));
+        assert_ne!(entries[0]["digest"].as_str(), Some(image.as_str()));
+    }
+
+    // The auth instance refuses anonymous and wrong-password clients, to read and to push.
+    let wrong = Some((r.username.as_str(), "not-the-password"));
+    for auth in [None, wrong] {
+        let got = fetch_manifest(&r.auth, auth, &repo, "single")
+            .await
+            .unwrap();
+        assert_eq!(got.status, 401, "{auth:?}");
+        let err = push_image(&r.auth, auth, &repo, "refused", &amd64, "amd64")
+            .await
+            .expect_err("pushing without the right credentials");
+        assert!(format!("{err:#}").contains("401 Unauthorized"), "{err:#}");
+    }
+    // A tag nobody pushed is a 404.
+    let missing = fetch_manifest(&r.anonymous, None, &repo, "absent")
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
 }
