@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: the local control plane, the operator, and the sample catalog in `examples/`,
-//! with the templates' table printed as they settle.
+//! `cargo xtask demo`: the local control plane and its registry, the operator, and the sample catalog in
+//! `examples/`: a cluster model whose image (pushed to the local registry) recommends two deployments,
+//! the templates it creates, and a team's own templates, with the table printed as they settle.
 
 use anyhow::{Context, Result, bail};
 use std::process::{Child, Command, Stdio};
@@ -20,25 +21,37 @@ impl Drop for Operator {
     }
 }
 
+/// The image `examples/10-models.yaml` names; the demo pushes one of that name to the local registry.
+const IMAGE: &str = "amdenterpriseai/aim-qwen-qwen3-32b:0.8.5";
+
+/// The deployments the demo image recommends: one on a GPU the test cluster has (its dry-run is
+/// `examples/dry-run/aim-system.txt`), one on a GPU it lacks.
+const DEPLOYMENTS: &str = r#"[{"gpuModel":"MI300X","gpuCount":1,"precision":"fp16","metric":"latency","description":"interactive"},
+{"gpuModel":"MI355X","gpuCount":1,"precision":"fp4","metric":"latency","description":"needs MI355X"}]"#;
+
 fn table(bin: &std::path::Path) -> Result<String> {
     let out = testenv::kubectl(bin)
-        .args(["get", "aimtpl,aimcltpl", "-A"])
+        .args(["get", "aimclmdl,aimcltpl,aimtpl", "-A"])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The model is Ready with its two templates, and the team's two templates have settled too.
 fn settled(table: &str) -> bool {
     let rows: Vec<&str> = table.lines().filter(|l| l.contains("qwen3-32b")).collect();
-    rows.len() >= 4
-        && rows.iter().all(|r| {
-            !r.contains(" Pending ")
-                && !r.contains(" Progressing ")
-                && r.split_whitespace().count() > 4
-        })
+    let model_ready = rows
+        .iter()
+        .any(|r| r.starts_with("aimclustermodel") && r.contains(" Ready "));
+    rows.len() >= 5
+        && model_ready
+        && rows
+            .iter()
+            .all(|r| !r.contains(" Pending ") && !r.contains(" Progressing "))
 }
 
 pub fn run(exit_when_settled: bool) -> Result<()> {
     let kubeconfig = testenv::up()?;
+    let registry = xtask::registry::registries()?.anonymous;
     let bin = testenv::ensure_binaries()?;
     let root = testenv::workspace_root();
     eprintln!("building the operator");
@@ -73,6 +86,16 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             xtask::support::canned_logs(&client, ns, "discovery", &log).await;
         }
+        // The model's image: an empty layer and the labels a real AIM image carries.
+        let (repository, tag) = IMAGE.split_once(':').expect("tagged image");
+        let labels = [(
+            aim_api::RECOMMENDED_DEPLOYMENTS_LABEL.to_string(),
+            DEPLOYMENTS.replace('\n', ""),
+        )]
+        .into();
+        let digest =
+            xtask::registry::push_image(&registry, None, repository, tag, &labels, "amd64").await?;
+        eprintln!("pushed {registry}/{IMAGE} ({digest})");
         anyhow::Ok(())
     })?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -83,6 +106,7 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
         .env("KUBECONFIG", &kubeconfig)
         .env("AIM_SYSTEM_NAMESPACE", "aim-system")
         .args(["--metrics-bind-address", "127.0.0.1:0"])
+        .args(["--insecure-registries", &registry])
         .stdout(Stdio::from(log_file.try_clone()?))
         .stderr(Stdio::from(log_file))
         .spawn()
@@ -92,11 +116,35 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
         "operator running (log: {})",
         testenv::workdir().join("operator.log").display()
     );
+    // The catalog, with the model's image in the local registry.
+    let mut catalog = String::new();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("examples"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        catalog.push_str("---\n");
+        catalog.push_str(&text.replace(IMAGE, &format!("{registry}/{IMAGE}")));
+        catalog.push('\n');
+    }
     let mut apply = testenv::kubectl(&bin);
     apply
-        .args(["apply", "--server-side", "-f"])
-        .arg(root.join("examples"));
-    let out = apply.output()?;
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = apply.spawn()?;
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(catalog.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
             "applying examples/: {}",
@@ -116,14 +164,15 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
         if settled(&last) && !done {
             done = true;
             println!(
-                "all templates settled in {:.1}s",
+                "the model and all templates settled in {:.1}s",
                 started.elapsed().as_secs_f32()
             );
             println!("explore with: export KUBECONFIG={}", kubeconfig.display());
-            println!("  kubectl get aimtpl,aimcltpl -A");
+            println!("  kubectl get aimclmdl,aimcltpl,aimtpl -A");
+            println!("  kubectl get aimclmdl qwen-qwen3-32b -o yaml");
             println!("  kubectl describe aimtpl -n ml-research qwen3-32b-throughput");
             println!(
-                "  kubectl get aimcltpl qwen3-32b-mi355x -o jsonpath='{{.status.conditions}}'"
+                "  kubectl get aimcltpl -l aim.eai.amd.com/model=qwen-qwen3-32b -o custom-columns=NAME:.metadata.name,STATUS:.status.status,WHY:.status.conditions[-1].message"
             );
             if exit_when_settled {
                 return Ok(());
@@ -134,7 +183,7 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
         }
         if !done && started.elapsed() > Duration::from_secs(180) {
             bail!(
-                "templates did not settle within 3 minutes; see {}",
+                "the model and templates did not settle within 3 minutes; see {}",
                 testenv::workdir().join("operator.log").display()
             );
         }

@@ -151,9 +151,20 @@ pub fn operator() {
         start_for_binary(aim_operator::Settings {
             system_namespace: SYSTEM_NAMESPACE.into(),
             backoff_base: BACKOFF_BASE,
+            registry: test_registry_settings(),
             ..Default::default()
         })
     });
+}
+
+/// The test registries speak plain HTTP (M-01); empty when none runs.
+pub fn test_registry_settings() -> aim_operator::RegistrySettings {
+    aim_operator::install_crypto_provider();
+    aim_operator::RegistrySettings {
+        insecure: xtask::registry::registries()
+            .map(|r| vec![r.anonymous, r.auth])
+            .unwrap_or_default(),
+    }
 }
 
 /// What a test binary's one operator needs: test logging, the operator namespace whose pods print
