@@ -1,6 +1,8 @@
-//! `cargo xtask image`: an OCI image of the operator without Docker. A statically linked release binary
-//! is the only file of a single layer; the image runs it as the non-root user 65532 and needs no shell.
-//! The result is written as an OCI image layout (a directory `skopeo`, `crane` or `oras` can push).
+//! `cargo xtask image`: an OCI image of the operator without Docker. One layer holds the statically linked
+//! release binary and the build machine's CA bundle (the operator reads image labels from registries over
+//! HTTPS); the image runs the binary as the non-root user 65532 and needs no shell. The result is written
+//! as an OCI image layout (a directory `skopeo`, `crane` or `oras` can push), and `--push` sends it to a
+//! plain-HTTP registry such as the test registry.
 
 use crate::testenv;
 use anyhow::{Context, Result, bail};
@@ -37,15 +39,32 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Result<Blob> {
     })
 }
 
+/// Where the CA bundle sits in the image (where rustls' platform verifier and most TLS stacks look).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// A ustar archive with one regular file `name` (mode 0755, owner root, time 0: reproducible).
 pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    tar_files(&[(name, content, 0o755)])
+}
+
+/// A ustar archive of regular files `(name, content, mode)`, owner root, time 0 (reproducible).
+pub fn tar_files(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, content, mode) in files {
+        out.extend_from_slice(&tar_entry(name, content, *mode));
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+fn tar_entry(name: &str, content: &[u8], mode: u64) -> Vec<u8> {
     let mut header = [0u8; 512];
     header[..name.len()].copy_from_slice(name.as_bytes());
     let octal = |field: &mut [u8], value: u64| {
         let text = format!("{value:0width$o}\0", width = field.len() - 1);
         field.copy_from_slice(text.as_bytes());
     };
-    octal(&mut header[100..108], 0o755);
+    octal(&mut header[100..108], mode);
     octal(&mut header[108..116], 0);
     octal(&mut header[116..124], 0);
     octal(&mut header[124..136], content.len() as u64);
@@ -57,24 +76,26 @@ pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
     let sum: u64 = header.iter().map(|b| u64::from(*b)).sum();
     let text = format!("{sum:06o}\0 ");
     header[148..156].copy_from_slice(text.as_bytes());
-    let mut out = Vec::with_capacity(512 + content.len() + 1536);
+    let mut out = Vec::with_capacity(512 + content.len() + 512);
     out.extend_from_slice(&header);
     out.extend_from_slice(content);
     out.resize(out.len().div_ceil(512) * 512, 0);
-    out.extend_from_slice(&[0u8; 1024]);
     out
 }
 
-/// Writes an OCI image layout for `binary` into `dir` (replacing what was there). Returns the manifest.
-pub fn layout(binary: &[u8], dir: &Path, version: &str) -> Result<Blob> {
+/// Writes an OCI image layout for `binary` (and the CA bundle, when given) into `dir` (replacing what was
+/// there). Returns the manifest.
+pub fn layout(binary: &[u8], ca_bundle: Option<&[u8]>, dir: &Path, version: &str) -> Result<Blob> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    let layer = write_blob(
-        dir,
-        &tar_one_file(ENTRYPOINT.trim_start_matches('/'), binary),
-    )?;
+    let mut files: Vec<(&str, &[u8], u64)> =
+        vec![(ENTRYPOINT.trim_start_matches('/'), binary, 0o755)];
+    if let Some(ca) = ca_bundle {
+        files.push((CA_BUNDLE.trim_start_matches('/'), ca, 0o644));
+    }
+    let layer = write_blob(dir, &tar_files(&files))?;
     let labels = serde_json::json!({
         "org.opencontainers.image.title": "aim-operator",
         "org.opencontainers.image.description": "Kubernetes operator for AMD Inference Microservice templates",
@@ -147,7 +168,10 @@ pub fn build(out: &Path) -> Result<PathBuf> {
     if has_interpreter(&bytes) {
         bail!("{} is dynamically linked", bin.display());
     }
-    let manifest = layout(&bytes, out, env!("CARGO_PKG_VERSION"))?;
+    let ca = std::fs::read(CA_BUNDLE).with_context(|| {
+        format!("reading {CA_BUNDLE} (install the ca-certificates package): the image needs it to verify registries")
+    })?;
+    let manifest = layout(&bytes, Some(&ca), out, env!("CARGO_PKG_VERSION"))?;
     println!(
         "wrote {} ({} binary of {:.1} MiB, manifest {})",
         out.display(),
@@ -156,6 +180,47 @@ pub fn build(out: &Path) -> Result<PathBuf> {
         manifest.digest
     );
     Ok(out.to_path_buf())
+}
+
+/// Pushes the image of the layout in `dir` to `target` (`host:port/repository:tag`, plain HTTP) through the
+/// OCI distribution API. Returns the manifest's digest.
+pub async fn push(dir: &Path, target: &str, auth: Option<(&str, &str)>) -> Result<String> {
+    let (registry, rest) = target
+        .split_once('/')
+        .with_context(|| format!("{target:?} is not host:port/repository:tag"))?;
+    let (repository, tag) = rest
+        .rsplit_once(':')
+        .with_context(|| format!("{target:?} has no tag"))?;
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("index.json names no manifest")?;
+    let blob = |digest: &str| -> Result<Vec<u8>> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .context("not a sha256 digest")?;
+        Ok(std::fs::read(dir.join("blobs/sha256").join(hex))?)
+    };
+    let manifest_bytes = blob(manifest_digest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)?;
+    let mut blobs = vec![blob(
+        manifest["config"]["digest"].as_str().context("no config")?,
+    )?];
+    for layer in manifest["layers"].as_array().context("no layers")? {
+        blobs.push(blob(
+            layer["digest"].as_str().context("a layer without digest")?,
+        )?);
+    }
+    crate::registry::push_manifest_with_blobs(
+        registry,
+        auth,
+        repository,
+        tag,
+        blobs,
+        MANIFEST,
+        manifest_bytes,
+    )
+    .await
 }
 
 /// Whether an ELF64 executable names a dynamic loader (a `PT_INTERP` program header).
@@ -199,7 +264,8 @@ mod tests {
     fn the_layout_runs_the_binary_as_a_non_root_user_without_a_shell() {
         let dir = std::env::temp_dir().join(format!("aim-image-test-{}", std::process::id()));
         let binary = b"\x7fELF not really a binary".to_vec();
-        let manifest = layout(&binary, &dir, "1.2.3").unwrap();
+        let ca = b"-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n".to_vec();
+        let manifest = layout(&binary, Some(&ca), &dir, "1.2.3").unwrap();
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"][0]["digest"], manifest.digest.as_str());
@@ -239,6 +305,14 @@ mod tests {
         assert_eq!(&tar[..12], b"aim-operator");
         assert_eq!(&tar[100..107], b"0000755", "executable");
         assert_eq!(&tar[512..512 + binary.len()], &binary[..]);
+        // The CA bundle follows, readable by everyone.
+        let second = 512 + binary.len().div_ceil(512) * 512;
+        assert_eq!(
+            &tar[second..second + 33],
+            b"etc/ssl/certs/ca-certificates.crt"
+        );
+        assert_eq!(&tar[second + 100..second + 107], b"0000644");
+        assert_eq!(&tar[second + 512..second + 512 + ca.len()], &ca[..]);
         assert_eq!(tar.len() % 512, 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }

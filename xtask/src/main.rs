@@ -3,13 +3,12 @@
 mod crdgen;
 mod demo;
 mod deps;
-mod image;
 mod manifests;
 mod scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::testenv;
+use xtask::{image, testenv};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Developer tasks for aim-operator")]
@@ -52,6 +51,13 @@ enum Task {
     Image {
         #[arg(long, default_value = "target/image")]
         out: std::path::PathBuf,
+        /// Also push it to a plain-HTTP registry, e.g. `127.0.0.1:5000/aim-operator:dev` (the test registry;
+        /// for others push the layout with crane, skopeo or oras).
+        #[arg(long)]
+        push: Option<String>,
+        /// `user:password` for the push (basic authentication).
+        #[arg(long, env = "AIM_IMAGE_PUSH_AUTH")]
+        push_auth: Option<String>,
     },
     /// Render deploy/manifests/ from the Helm chart (or, with --check, fail when they differ).
     RenderManifests {
@@ -153,7 +159,24 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::CheckDeps => deps::check(),
-        Task::Image { out } => image::build(&testenv::workspace_root().join(out)).map(|_| ()),
+        Task::Image {
+            out,
+            push,
+            push_auth,
+        } => {
+            let dir = image::build(&testenv::workspace_root().join(out))?;
+            if let Some(target) = push {
+                let auth = push_auth
+                    .as_deref()
+                    .map(|a| a.split_once(':').unwrap_or((a, "")));
+                let digest = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(image::push(&dir, &target, auth))?;
+                println!("pushed {target} ({digest})");
+            }
+            Ok(())
+        }
         Task::RenderManifests { check } => manifests::run(check),
         Task::BuildTestenv => {
             println!("{}", testenv::ensure_binaries()?.display());

@@ -562,6 +562,44 @@ pub async fn push_index(
         .digest)
 }
 
+/// Pushes `blobs` (their media types do not matter to the registry) and then `manifest` as
+/// `repository:tag`. Returns the manifest's digest.
+pub async fn push_manifest_with_blobs(
+    registry: &str,
+    auth: Option<(&str, &str)>,
+    repository: &str,
+    tag: &str,
+    blobs: Vec<Vec<u8>>,
+    media_type: &'static str,
+    manifest: Vec<u8>,
+) -> Result<String> {
+    let repo = Repository::new(registry, auth, repository)?;
+    for b in blobs {
+        repo.push_blob("application/octet-stream", b).await?;
+    }
+    Ok(repo.put_manifest(tag, media_type, manifest).await?.digest)
+}
+
+/// Reads a blob (`GET /v2/<repository>/blobs/<digest>`).
+pub async fn fetch_blob(
+    registry: &str,
+    auth: Option<(&str, &str)>,
+    repository: &str,
+    digest: &str,
+) -> Result<Vec<u8>> {
+    let repo = Repository::new(registry, auth, repository)?;
+    let what = format!("fetching blob {digest} from {}", repo.base);
+    let res = repo
+        .request(
+            reqwest::Method::GET,
+            &format!("{}/blobs/{digest}", repo.base),
+        )
+        .send()
+        .await
+        .with_context(|| what.clone())?;
+    Ok(check(res, &what).await?.bytes().await?.to_vec())
+}
+
 /// What `GET /v2/<repository>/manifests/<reference>` answered.
 #[derive(Debug, Clone)]
 pub struct FetchedManifest {
