@@ -79,6 +79,43 @@ async fn metrics_and_health_are_served() {
     assert!(ready.is_some_and(|n| n >= 1.0), "{body}");
     assert!(sample(&body, "aim_discoveries_active").is_some(), "{body}");
     assert!(sample(&body, "aim_discoveries_queued").is_some(), "{body}");
+
+    // M-01/O-02: a model whose registry does not answer is counted by category.
+    let unreachable: AIMModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
+        "metadata": { "name": "unreachable", "namespace": ns.name },
+        "spec": { "image": format!("127.0.0.1:{}/aim/x:1", free_port()) },
+    }))
+    .unwrap();
+    apply(&ns.api::<AIMModel>(), &unreachable).await;
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (_, body) = http_get(port, "/metrics").expect("scraping /metrics");
+        let failed = sample(
+            &body,
+            "aim_registry_failures_total{category=\"unreachable\"}",
+        );
+        if failed.is_some_and(|n| n >= 1.0) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no registry failure counted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        sample(&body, "aim_registry_reads_total").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "aim_registry_failures_total{category=\"unauthorized\"}"
+        ),
+        Some(0.0),
+        "every category exists at zero: {body}"
+    );
     operator.stop();
     assert!(
         http_get(port, "/healthz").is_none(),

@@ -171,6 +171,16 @@ async fn cluster_model_from_the_registry_creates_its_templates_and_takes_them_aw
         );
         assert_eq!(t.spec.common.model_name, name);
     }
+    // M-01: read once. The model reconciled several times (its templates were created, discovered and
+    // settled); the registry served the manifest of this tag exactly once.
+    let log =
+        std::fs::read_to_string(xtask::testenv::workdir().join("registry/anonymous/registry.log"))
+            .unwrap();
+    let reads = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/aim/{name}/manifests/0.8.5 ")))
+        .count();
+    assert_eq!(reads, 1, "manifest reads of {image}");
     let ready = made
         .iter()
         .find(|t| t.name_any().contains("mi300x"))
