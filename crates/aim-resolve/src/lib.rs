@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod model;
 pub mod queue;
 pub mod runtime_config;
+pub mod service;
 pub mod template;
 
 pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions};
