@@ -9,6 +9,7 @@ pub mod queue;
 pub mod runtime_config;
 pub mod service;
 pub mod template;
+pub mod workload;
 
 pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions};
 pub use model::{ModelCandidate, ModelResolution, resolve_model};
