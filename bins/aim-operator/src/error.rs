@@ -7,6 +7,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("serialising: {0}")]
     Serde(#[from] serde_json::Error),
+    /// An object the operator would write belongs to someone else.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Every value of [`Error::category`].
@@ -20,6 +23,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Serde(_) => "serialisation",
+            Error::Conflict(_) => "conflict",
         }
     }
 }

@@ -11,6 +11,7 @@ mod metrics;
 mod models;
 mod reconcile;
 mod registry;
+mod services;
 mod watches;
 
 pub use client::http2_client;
@@ -200,7 +201,7 @@ pub async fn run(
         futures::stream::pending::<Result<AIMClusterModel, watcher::Error>>(),
         ctx.stores.cluster_models.clone(),
     )
-    .with_config(config)
+    .with_config(config.clone())
     .reconcile_on(triggers.cluster_models)
     .graceful_shutdown_on(stop(shutdown_rx.clone()))
     .run(
@@ -213,8 +214,14 @@ pub async fn run(
             tracing::debug!(error = %e, "cluster model reconcile");
         }
     });
+    // S-01…S-06: services.
+    let services = services::run(
+        services::controller(ctx.client.clone(), config),
+        ctx.clone(),
+        stop(shutdown_rx.clone()),
+    );
     let controllers = async {
-        futures::join!(ns, cl, models, cluster_models);
+        futures::join!(ns, cl, models, cluster_models, services);
     };
     let result = match leadership {
         None => {

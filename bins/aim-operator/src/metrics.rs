@@ -39,11 +39,12 @@ pub struct TemplateLabels {
 }
 
 /// The controllers, as named in metrics.
-const CONTROLLERS: [&str; 4] = [
+const CONTROLLERS: [&str; 5] = [
     "AIMServiceTemplate",
     "AIMClusterServiceTemplate",
     "AIMModel",
     "AIMClusterModel",
+    "AIMService",
 ];
 
 /// Categories of a failed registry read (M-01), as `aim_registry_failures_total{category}` names them.

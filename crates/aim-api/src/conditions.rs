@@ -61,6 +61,17 @@ pub mod reasons {
     pub const TEMPLATES_CREATED: &str = "TemplatesCreated";
     pub const TEMPLATE_CREATION_DISABLED: &str = "TemplateCreationDisabled";
     pub const TEMPLATE_NAME_TAKEN: &str = "TemplateNameTaken";
+    // Services (S-01…S-06).
+    pub const MODEL_RESOLVED: &str = "ModelResolved";
+    pub const MODEL_CREATED: &str = "ModelCreated";
+    pub const TEMPLATE_SELECTED: &str = "TemplateSelected";
+    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    pub const AMBIGUOUS_SELECTION: &str = "AmbiguousSelection";
+    pub const NO_USABLE_TEMPLATE: &str = "NoUsableTemplate";
+    pub const WAITING_FOR_TEMPLATE: &str = "WaitingForTemplate";
+    pub const WORKLOAD_AVAILABLE: &str = "WorkloadAvailable";
+    pub const WORKLOAD_PROGRESSING: &str = "WorkloadProgressing";
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
 }
 
 /// `True`, `False` or `Unknown`.

@@ -93,6 +93,11 @@ pub enum ServicePhase {
     Failed,
 }
 
+crate::common::str_enum!(ServicePhase {
+    Pending => "Pending", Starting => "Starting", Running => "Running",
+    Degraded => "Degraded", NotAvailable => "NotAvailable", Failed => "Failed",
+});
+
 /// Observed state of a service.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

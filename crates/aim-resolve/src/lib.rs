@@ -8,6 +8,7 @@ pub mod model;
 pub mod queue;
 pub mod runtime_config;
 pub mod service;
+pub mod serving;
 pub mod template;
 pub mod workload;
 

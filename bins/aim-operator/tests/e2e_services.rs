@@ -1,0 +1,378 @@
+//! Services end to end (S-01…S-06): selection against real templates, and the inference workload placed by
+//! the real kube-scheduler on the fake GPU nodes.
+
+mod common;
+
+use aim_api::conditions::{reasons, types};
+use aim_api::*;
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::Condition;
+use xtask::support::{FakeNode, TestNamespace, WAIT, label_map, wait_for};
+
+/// A template of model `m` on `count` × `gpu`, with static sources (Ready without discovery).
+fn static_template(ns: &str, name: &str, gpu: &str, count: i32) -> AIMServiceTemplate {
+    template(
+        ns,
+        name,
+        serde_json::json!({
+            "modelName": "m",
+            "hardware": { "gpu": { "model": gpu, "requests": count } },
+            "modelSources": [{ "name": "w", "sourceURI": "hf://org/m", "size": "1Gi" }],
+        }),
+    )
+}
+
+fn aim_service(ns: &str, name: &str, model: serde_json::Value) -> AIMService {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMService",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "model": model },
+    }))
+    .unwrap()
+}
+
+fn service_phase(p: ServicePhase) -> impl Condition<AIMService> {
+    move |s: Option<&AIMService>| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.status == p)
+    }
+}
+
+fn service_with(
+    p: ServicePhase,
+    type_: &'static str,
+    reason: &'static str,
+) -> impl Condition<AIMService> {
+    move |s: Option<&AIMService>| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+            st.status == p
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.reason == reason)
+        })
+    }
+}
+
+fn cond<'a>(
+    s: &'a AIMService,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {:#?}", s.status))
+}
+
+async fn ready_template(ns: &TestNamespace, t: AIMServiceTemplate) {
+    let api: Api<AIMServiceTemplate> = ns.api();
+    let name = t.metadata.name.clone().unwrap();
+    apply(&api, &t).await;
+    wait_for(
+        &api,
+        &name,
+        "template Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+}
+
+// S-03/S-05: the only Ready template is selected; the Deployment runs the model image with GPU limits and the
+// template's node affinity, so the scheduler puts its pods on the MI300X nodes only; Running when available.
+#[tokio::test]
+async fn a_service_runs_on_the_mi300x_nodes_only() {
+    let ns = setup("svc-run", DRY_RUN_OK).await;
+    model_m(&ns, serde_json::json!([])).await;
+    ready_template(&ns, static_template(&ns.name, "lat", "MI300X", 1)).await;
+    let services: Api<AIMService> = ns.api();
+    let mut svc = aim_service(&ns.name, "chat", serde_json::json!({"name": "m"}));
+    svc.spec.replicas = 2;
+    svc.spec.env =
+        vec![serde_json::from_value(serde_json::json!({"name": "EXTRA", "value": "1"})).unwrap()];
+    apply(&services, &svc).await;
+    let s = wait_for(
+        &services,
+        "chat",
+        "service Running",
+        WAIT,
+        service_phase(ServicePhase::Running),
+    )
+    .await;
+    let st = s.status.as_ref().unwrap();
+    assert_eq!(st.resolved_template.as_ref().unwrap().name, "lat");
+    assert!(
+        st.template_candidates
+            .iter()
+            .any(|c| c.name == "lat" && c.selected)
+    );
+
+    let d = ns.api::<Deployment>().get("chat").await.unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("example.test/aim-qwen:1"));
+    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["amd.com/gpu"].0, "1");
+    assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "EXTRA"));
+    assert!(pod.affinity.as_ref().unwrap().node_affinity.is_some());
+    assert_eq!(d.owner_references()[0].kind, "AIMService");
+    ns.api::<Service>().get("chat").await.unwrap();
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("aim.eai.amd.com/service=chat"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let node = p
+            .spec
+            .as_ref()
+            .unwrap()
+            .node_name
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            node.starts_with("mi300x-"),
+            "pod {} on {node:?}",
+            p.name_any()
+        );
+    }
+}
+
+use kube::ResourceExt;
+
+// S-05: a pod the scheduler cannot place keeps the service Pending with the scheduler's reason.
+#[tokio::test]
+async fn a_pod_that_cannot_be_placed_says_why() {
+    let ns = setup("svc-16", DRY_RUN_OK).await;
+    // The only MI308X node has 16 GPUs, one of them taken: the template is available, the pod does not fit.
+    let node = FakeNode::new(
+        &format!("mi308x-{}", ns.name),
+        label_map([("amd.com/gpu.device-id", "74a2")]),
+        Some(16),
+    )
+    .await;
+    let filler: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "filler", "namespace": ns.name },
+        "spec": { "nodeName": node.name, "containers": [{ "name": "c", "image": "busybox",
+            "resources": { "requests": { "amd.com/gpu": "1" }, "limits": { "amd.com/gpu": "1" } } }] },
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &filler)
+        .await
+        .unwrap();
+    model_m(&ns, serde_json::json!([])).await;
+    ready_template(&ns, static_template(&ns.name, "big", "MI308X", 16)).await;
+    let services: Api<AIMService> = ns.api();
+    apply(
+        &services,
+        &aim_service(&ns.name, "big", serde_json::json!({"name": "m"})),
+    )
+    .await;
+    let s = wait_for(
+        &services,
+        "big",
+        "service Pending on the scheduler",
+        WAIT,
+        service_with(
+            ServicePhase::Pending,
+            types::WORKLOAD_READY,
+            reasons::UNSCHEDULABLE,
+        ),
+    )
+    .await;
+    let c = cond(&s, types::WORKLOAD_READY);
+    assert!(
+        c.message.contains("Insufficient amd.com/gpu"),
+        "{}",
+        c.message
+    );
+}
+
+// S-03: a GPU the cluster lacks selects nothing and says why.
+#[tokio::test]
+async fn a_service_for_an_absent_gpu_says_why() {
+    let ns = setup("svc-absent", DRY_RUN_OK).await;
+    model_m(&ns, serde_json::json!([])).await;
+    let api: Api<AIMServiceTemplate> = ns.api();
+    apply(&api, &static_template(&ns.name, "mi355x", "MI355X", 1)).await;
+    wait_for(
+        &api,
+        "mi355x",
+        "template NotAvailable",
+        WAIT,
+        phase(TemplatePhase::NotAvailable),
+    )
+    .await;
+    let services: Api<AIMService> = ns.api();
+    apply(
+        &services,
+        &aim_service(&ns.name, "s", serde_json::json!({"name": "m"})),
+    )
+    .await;
+    let s = wait_for(
+        &services,
+        "s",
+        "service NotAvailable",
+        WAIT,
+        service_with(
+            ServicePhase::NotAvailable,
+            types::TEMPLATE_SELECTED,
+            reasons::NO_USABLE_TEMPLATE,
+        ),
+    )
+    .await;
+    let c = cond(&s, types::TEMPLATE_SELECTED);
+    assert!(
+        c.message
+            .contains("AIMServiceTemplate mi355x: NotAvailable"),
+        "{}",
+        c.message
+    );
+    assert!(
+        ns.api::<Deployment>().get_opt("s").await.unwrap().is_none(),
+        "no workload"
+    );
+}
+
+// S-03: two Ready templates are named, not chosen between; S-06: the template in use stays when another
+// becomes Ready, and deleting it makes the service select the other.
+#[tokio::test]
+async fn ambiguity_is_named_and_a_deleted_template_is_replaced() {
+    let ns = setup("svc-pick", DRY_RUN_OK).await;
+    model_m(&ns, serde_json::json!([])).await;
+    ready_template(&ns, static_template(&ns.name, "a", "MI300X", 1)).await;
+    ready_template(&ns, static_template(&ns.name, "b", "MI325X", 1)).await;
+    let services: Api<AIMService> = ns.api();
+    apply(
+        &services,
+        &aim_service(&ns.name, "two", serde_json::json!({"name": "m"})),
+    )
+    .await;
+    let s = wait_for(
+        &services,
+        "two",
+        "ambiguous selection",
+        WAIT,
+        service_with(
+            ServicePhase::Failed,
+            types::TEMPLATE_SELECTED,
+            reasons::AMBIGUOUS_SELECTION,
+        ),
+    )
+    .await;
+    let c = cond(&s, types::TEMPLATE_SELECTED);
+    assert!(
+        c.message.contains("AIMServiceTemplate a") && c.message.contains("AIMServiceTemplate b"),
+        "{}",
+        c.message
+    );
+
+    // Choose "a" by name, then drop the name: "a" is in use and stays (S-06).
+    let mut named = aim_service(&ns.name, "two", serde_json::json!({"name": "m"}));
+    named.spec.template = Some(ServiceTemplateRef { name: "a".into() });
+    apply(&services, &named).await;
+    wait_for(
+        &services,
+        "two",
+        "running on a",
+        WAIT,
+        service_phase(ServicePhase::Running),
+    )
+    .await;
+    apply(
+        &services,
+        &aim_service(&ns.name, "two", serde_json::json!({"name": "m"})),
+    )
+    .await;
+    let s = wait_for(
+        &services,
+        "two",
+        "generation seen",
+        WAIT,
+        |s: Option<&AIMService>| {
+            s.is_some_and(|s| {
+                s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            })
+        },
+    )
+    .await;
+    assert_eq!(s.status.as_ref().unwrap().status, ServicePhase::Running);
+    assert_eq!(
+        s.status
+            .as_ref()
+            .unwrap()
+            .resolved_template
+            .as_ref()
+            .unwrap()
+            .name,
+        "a"
+    );
+
+    // Delete "a": the service selects "b" and its workload follows.
+    ns.api::<AIMServiceTemplate>()
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        &services,
+        "two",
+        "running on b",
+        WAIT,
+        |s: Option<&AIMService>| {
+            s.and_then(|s| s.status.as_ref()).is_some_and(|st| {
+                st.status == ServicePhase::Running
+                    && st.resolved_template.as_ref().is_some_and(|t| t.name == "b")
+            })
+        },
+    )
+    .await;
+    let d = ns.api::<Deployment>().get("two").await.unwrap();
+    assert_eq!(d.labels()["aim.eai.amd.com/template"], "b");
+}
+
+// S-01: a service by image with no model for it creates one; its templates come from the image's labels
+// (the registry), discover, and the service runs.
+#[tokio::test]
+async fn a_service_by_image_creates_its_model_and_runs() {
+    let ns = setup("svc-img", DRY_RUN_OK).await;
+    let r = xtask::registry::registries().expect("test registries");
+    let repo = format!("aim/{}", ns.name);
+    let labels = [(
+        RECOMMENDED_DEPLOYMENTS_LABEL.to_string(),
+        r#"[{"gpuModel":"MI300X","gpuCount":1,"precision":"fp8","metric":"latency"}]"#.to_string(),
+    )]
+    .into();
+    xtask::registry::push_image(&r.anonymous, None, &repo, "1", &labels, "amd64")
+        .await
+        .unwrap();
+    let image = format!("{}/{repo}:1", r.anonymous);
+    let services: Api<AIMService> = ns.api();
+    apply(
+        &services,
+        &aim_service(&ns.name, "by-image", serde_json::json!({"image": image})),
+    )
+    .await;
+    let s = wait_for(
+        &services,
+        "by-image",
+        "service Running",
+        WAIT,
+        service_phase(ServicePhase::Running),
+    )
+    .await;
+    let model = s.status.as_ref().unwrap().resolved_model.as_ref().unwrap();
+    let m = ns.api::<AIMModel>().get(&model.name).await.unwrap();
+    assert_eq!(m.spec.common.image, image);
+    let d = ns.api::<Deployment>().get("by-image").await.unwrap();
+    let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some(image.as_str()));
+}
