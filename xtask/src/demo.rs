@@ -31,22 +31,29 @@ const DEPLOYMENTS: &str = r#"[{"gpuModel":"MI300X","gpuCount":1,"precision":"fp1
 
 fn table(bin: &std::path::Path) -> Result<String> {
     let out = testenv::kubectl(bin)
-        .args(["get", "aimclmdl,aimcltpl,aimtpl", "-A"])
+        .args(["get", "aimclmdl,aimcltpl,aimtpl,aimsvc", "-A"])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The model is Ready with its two templates, and the team's two templates have settled too.
+/// The model is Ready with its two templates, the team's two templates have settled too, and both services
+/// run.
 fn settled(table: &str) -> bool {
     let rows: Vec<&str> = table.lines().filter(|l| l.contains("qwen3-32b")).collect();
     let model_ready = rows
         .iter()
         .any(|r| r.starts_with("aimclustermodel") && r.contains(" Ready "));
-    rows.len() >= 5
+    let services: Vec<&&str> = rows
+        .iter()
+        .filter(|r| r.contains("aimservice.aim"))
+        .collect();
+    rows.len() >= 7
         && model_ready
-        && rows
-            .iter()
-            .all(|r| !r.contains(" Pending ") && !r.contains(" Progressing "))
+        && services.len() >= 2
+        && services.iter().all(|r| r.contains(" Running "))
+        && rows.iter().all(|r| {
+            !r.contains(" Pending ") && !r.contains(" Progressing ") && !r.contains(" Starting ")
+        })
 }
 
 pub fn run(exit_when_settled: bool) -> Result<()> {
@@ -164,11 +171,15 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
         if settled(&last) && !done {
             done = true;
             println!(
-                "the model and all templates settled in {:.1}s",
+                "the model, its templates and the services settled in {:.1}s",
                 started.elapsed().as_secs_f32()
             );
             println!("explore with: export KUBECONFIG={}", kubeconfig.display());
-            println!("  kubectl get aimclmdl,aimcltpl,aimtpl -A");
+            println!("  kubectl get aimclmdl,aimcltpl,aimtpl,aimsvc -A");
+            println!(
+                "  kubectl get aimsvc -n ml-apps qwen3-chat -o jsonpath='{{.status.templateCandidates}}'"
+            );
+            println!("  kubectl get deploy,svc,pods -n ml-apps -o wide");
             println!("  kubectl get aimclmdl qwen-qwen3-32b -o yaml");
             println!("  kubectl describe aimtpl -n ml-research qwen3-32b-throughput");
             println!(
