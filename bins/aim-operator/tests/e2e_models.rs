@@ -593,3 +593,53 @@ async fn a_new_tag_replaces_templates_and_leaves_users_alone() {
     );
     let _: &TestNamespace = &ns;
 }
+
+// M-04 end to end: when every template of a model fails discovery, the model is Failed (its metadata was
+// read fine: the templates are the reason, and the Ready condition says so).
+#[tokio::test]
+async fn a_model_whose_templates_all_fail_is_failed() {
+    let ns = setup("mdl-fail", DRY_RUN_OK).await;
+    let r = regs();
+    let repo = format!("aim/{}", ns.name);
+    push_image(
+        &r.anonymous,
+        None,
+        &repo,
+        "1",
+        &deployments(serde_json::json!([mi300x_fp8()])),
+        "amd64",
+    )
+    .await
+    .unwrap();
+    let mut m = ns_model(
+        &ns.name,
+        "broken",
+        &format!("{}/{repo}:1", r.anonymous),
+        &[],
+    );
+    // The model's env reaches its discovery pods: every dry-run fails.
+    m.spec.common.env = vec![
+        serde_json::from_value(serde_json::json!({"name": "AIM_TEST_OUTCOME", "value": "fail"}))
+            .unwrap(),
+    ];
+    let models: Api<AIMModel> = ns.api();
+    apply(&models, &m).await;
+    let m = wait_for(
+        &models,
+        "broken",
+        "model Failed by its templates",
+        WAIT,
+        model_phase(ModelPhase::Failed, Some(1)),
+    )
+    .await;
+    let st = m.status.unwrap();
+    assert_eq!(st.templates[0].status, TemplatePhase::Failed);
+    let extracted = model_condition(&st, types::METADATA_EXTRACTED);
+    assert_eq!(extracted.status, "True", "the metadata is fine");
+    let ready = model_condition(&st, types::READY);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Failed")
+    );
+    assert_eq!(ready.message, "1 template: 1 Failed");
+}
