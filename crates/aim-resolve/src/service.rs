@@ -204,9 +204,10 @@ pub fn select(input: &SelectionInput<'_>) -> SelectionResult {
         .iter()
         .find(|c| is_current(c, input.current))
         .copied();
+    // The same words whether or not it was selected before, so a second look writes nothing new.
     let chosen = match (keep, usable.as_slice()) {
+        (_, [only]) => Some((*only, "the only Ready template with its GPU in the cluster")),
         (Some(c), _) => Some((c, "in use, and still Ready with its GPU in the cluster")),
-        (None, [only]) => Some((*only, "the only Ready template with its GPU in the cluster")),
         _ => None,
     };
     let names: Vec<String> = usable.iter().map(|c| label(c)).collect();

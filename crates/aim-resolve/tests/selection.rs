@@ -335,3 +335,19 @@ proptest! {
         prop_assert_eq!(selected == 1, usable == 1);
     }
 }
+
+// S-06 and T-30's spirit for services: selecting, then looking again with the selection in place, gives
+// the same explanation, so the second reconcile writes nothing.
+#[test]
+fn a_second_look_gives_the_same_words() {
+    let ts = [
+        t(CL, "ok", READY, "MI300X"),
+        t(NS, "x", Some(TemplatePhase::Failed), "MI300X"),
+    ];
+    let first = run(&ts, None, None);
+    let Selection::Selected { template, .. } = &first.selection else {
+        panic!("{:?}", first.selection)
+    };
+    let second = run(&ts, None, Some(template));
+    assert_eq!(first, second);
+}
