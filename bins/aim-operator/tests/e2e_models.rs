@@ -304,6 +304,44 @@ async fn pull_secrets_reach_the_authenticated_registry() {
         "a failed model creates nothing"
     );
 
+    // A cluster model reads its pull secret from the operator's namespace.
+    let secret_name = format!("{}-regcred", ns.name);
+    let system_secrets: Api<Secret> = Api::namespaced(ns.client.clone(), SYSTEM_NAMESPACE);
+    apply(
+        &system_secrets,
+        &pull_secret(SYSTEM_NAMESPACE, &secret_name, &r.auth, user, password),
+    )
+    .await;
+    let cluster_models: Api<AIMClusterModel> = Api::all(ns.client.clone());
+    let cm_name = format!("{}-cm", ns.name);
+    let cm: AIMClusterModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterModel",
+        "metadata": { "name": cm_name },
+        "spec": { "image": image, "imagePullSecrets": [{ "name": secret_name }] },
+    }))
+    .unwrap();
+    apply(&cluster_models, &cm).await;
+    let m = wait_for(
+        &cluster_models,
+        &cm_name,
+        "cluster model read with the operator namespace's secret",
+        WAIT,
+        |m: Option<&AIMClusterModel>| {
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| s.image_metadata.is_some())
+        },
+    )
+    .await;
+    assert_eq!(m.status.unwrap().templates.len(), 1);
+    cluster_models
+        .delete(&cm_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    system_secrets
+        .delete(&secret_name, &DeleteParams::default())
+        .await
+        .unwrap();
+
     // A user's template of the failed model names the failure in its own condition.
     let templates: Api<AIMServiceTemplate> = ns.api();
     apply(&templates, &template(&ns.name, "users", on_mi300x("bad"))).await;
