@@ -1,8 +1,9 @@
 //! AIMTemplateCache: model sources of a template, downloaded onto volumes in a namespace.
 
 use crate::common::TemplateScope;
+use crate::template::JobReference;
 use k8s_openapi::api::core::v1::EnvVar;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,10 @@ pub enum CachePhase {
     Failed,
 }
 
+crate::common::str_enum!(CachePhase {
+    Pending => "Pending", Warming => "Warming", Warm => "Warm", Degraded => "Degraded", Failed => "Failed",
+});
+
 /// State of one cached source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum CacheSourceState {
@@ -65,6 +70,10 @@ pub enum CacheSourceState {
     Ready,
     Failed,
 }
+
+crate::common::str_enum!(CacheSourceState {
+    Pending => "Pending", Downloading => "Downloading", Ready => "Ready", Failed => "Failed",
+});
 
 /// Observed state of a cache.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
@@ -102,4 +111,17 @@ pub struct CachedSource {
     /// Details, e.g. why the download failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Failed download attempts since the source was last Ready.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: i32,
+    /// When the next download may start, while waiting out the backoff after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// The download Job whose failure was counted last (with its uid, so one Job counts once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_job: Option<JobReference>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

@@ -17,6 +17,13 @@ pub mod types {
     pub const METADATA_EXTRACTED: &str = "MetadataExtracted";
     /// The templates of the recommended deployments exist.
     pub const TEMPLATES_CREATED: &str = "TemplatesCreated";
+    // Template caches (C-01…C-03).
+    /// The cached template exists in the named scope and is Ready.
+    pub const TEMPLATE_READY: &str = "TemplateReady";
+    /// Every volume of the cache is bound.
+    pub const VOLUMES_READY: &str = "VolumesReady";
+    /// Every model source is downloaded onto its volume.
+    pub const DOWNLOADED: &str = "Downloaded";
 }
 
 /// Condition reasons.
@@ -42,6 +49,25 @@ pub mod reasons {
     pub const WAITING_FOR_CACHE: &str = "WaitingForCache";
     pub const CACHE_DEGRADED: &str = "CacheDegraded";
     pub const CACHE_FAILED: &str = "CacheFailed";
+    // Template caches (C-01…C-03).
+    pub const TEMPLATE_READY: &str = "TemplateReady";
+    /// The cache names a template that does not exist in either scope.
+    pub const CACHE_TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    /// The named template exists only in the other scope (`templateScope` is wrong).
+    pub const WRONG_TEMPLATE_SCOPE: &str = "WrongTemplateScope";
+    /// The template exists but is not Ready, so its sources are not settled.
+    pub const TEMPLATE_NOT_READY: &str = "TemplateNotReady";
+    pub const VOLUMES_BOUND: &str = "VolumesBound";
+    /// Waiting for a volume to be bound (normal for a moment).
+    pub const VOLUME_PENDING: &str = "VolumePending";
+    /// A volume is not bound and needs a person: a provisioning failure, or still unbound after a grace period.
+    pub const VOLUME_NOT_BOUND: &str = "VolumeNotBound";
+    pub const DOWNLOADS_COMPLETE: &str = "DownloadsComplete";
+    /// Downloads are waiting to start or running.
+    pub const DOWNLOADING: &str = "Downloading";
+    pub const DOWNLOAD_FAILED: &str = "DownloadFailed";
+    /// The cache is warm.
+    pub const WARM: &str = "Warm";
     pub const READY: &str = "Ready";
     pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
     // Models (M-01…M-04).

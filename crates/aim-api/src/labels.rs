@@ -22,6 +22,16 @@ pub const COMPONENT_DISCOVERY: &str = "discovery";
 pub const NAME: &str = "app.kubernetes.io/name";
 /// Value of [`NAME`] on discovery Jobs and their pods.
 pub const NAME_DISCOVERY: &str = "aim-discovery";
+/// Value of [`COMPONENT`] on cache volumes (PersistentVolumeClaims).
+pub const COMPONENT_CACHE_VOLUME: &str = "cache-volume";
+/// Value of [`COMPONENT`] on cache download Jobs and their pods.
+pub const COMPONENT_CACHE_DOWNLOAD: &str = "cache-download";
+/// Value of [`NAME`] on cache volumes, download Jobs and their pods.
+pub const NAME_CACHE: &str = "aim-cache";
+/// Names the cache volume (PersistentVolumeClaim) a download Job and its pod fill; on the volume too.
+pub const CACHE_VOLUME: &str = "aim.eai.amd.com/cache-volume";
+/// Annotation on cache volumes and download Jobs: the model source URI they hold.
+pub const CACHE_SOURCE: &str = "aim.eai.amd.com/source";
 /// Prefix of the operator's own label keys; a template's labels with it are copied to its Jobs and pods.
 pub const PREFIX: &str = "aim.eai.amd.com/";
 /// Annotation that freezes status and children of an object while set to `"true"`.

@@ -2,6 +2,7 @@
 //! is, which discovery Job must exist, and (for the operator) how discovery slots are shared.
 //! Observations in, plan out; the same observations always give the same plan.
 
+pub mod cache;
 pub mod children;
 pub mod conditions;
 pub mod model;
