@@ -377,6 +377,9 @@ struct Repository {
 
 impl Repository {
     fn new(registry: &str, auth: Option<(&str, &str)>, repository: &str) -> Result<Self> {
+        // Needed when reqwest is built with TLS (a workspace build unifies the operator's features);
+        // harmless otherwise. Installing twice is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
