@@ -5,13 +5,14 @@ use crate::Settings;
 use crate::watches;
 use aim_api::{
     AIMClusterModel, AIMClusterRuntimeConfig, AIMClusterServiceTemplate, AIMModel,
-    AIMRuntimeConfig, AIMServiceTemplate, ServiceTemplateStatus, TemplateScope,
+    AIMRuntimeConfig, AIMServiceTemplate, AIMTemplateCache, ServiceTemplateStatus,
+    TemplateCacheStatus, TemplateScope,
 };
 use aim_resolve::DiscoveryQueue;
 use aim_resolve::children::{TemplateRef, job_is_active, job_key, owner_of};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -37,6 +38,13 @@ pub struct Stores {
     /// reads its templates' status here, where it is fresh when the change wakes the model.
     pub auto_templates: Store<AIMServiceTemplate>,
     pub auto_cluster_templates: Store<AIMClusterServiceTemplate>,
+    /// Template caches (C-01…C-03), and what they make: volumes, download Jobs and their pods (label
+    /// selected), and the Events of PersistentVolumeClaims (why one does not bind).
+    pub caches: Store<AIMTemplateCache>,
+    pub cache_volumes: Store<PersistentVolumeClaim>,
+    pub download_jobs: Store<Job>,
+    pub download_pods: Store<Pod>,
+    pub volume_events: Store<CoreEvent>,
 }
 
 /// Streams of templates to reconcile, fed by the mappers.
@@ -45,6 +53,7 @@ pub struct Triggers {
     pub cluster: UnboundedReceiver<ObjectRef<AIMClusterServiceTemplate>>,
     pub models: UnboundedReceiver<ObjectRef<AIMModel>>,
     pub cluster_models: UnboundedReceiver<ObjectRef<AIMClusterModel>>,
+    pub caches: UnboundedReceiver<ObjectRef<AIMTemplateCache>>,
 }
 
 /// Wakes templates by key.
@@ -54,6 +63,7 @@ pub struct Waker {
     cluster: UnboundedSender<ObjectRef<AIMClusterServiceTemplate>>,
     models: UnboundedSender<ObjectRef<AIMModel>>,
     cluster_models: UnboundedSender<ObjectRef<AIMClusterModel>>,
+    caches: UnboundedSender<ObjectRef<AIMTemplateCache>>,
 }
 
 impl Waker {
@@ -82,6 +92,13 @@ impl Waker {
         }
     }
 
+    /// Wakes a template cache.
+    pub fn wake_cache(&self, namespace: &str, name: &str) {
+        let _ = self
+            .caches
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
     /// Wakes a template by its queue key (`Scope/namespace/name`).
     pub fn wake_key(&self, key: &str) {
         if let Some(t) = TemplateRef::from_key(key) {
@@ -103,6 +120,8 @@ pub struct Context {
     pub written: Mutex<HashMap<String, (u64, ServiceTemplateStatus)>>,
     /// The same for models.
     pub model_written: Mutex<HashMap<String, (u64, aim_api::ModelStatus)>>,
+    /// The same for template caches (a failed download must not be counted twice).
+    pub cache_written: Mutex<HashMap<String, (u64, TemplateCacheStatus)>>,
     /// Consecutive failed reconciles per template key, for the retry delay.
     failures: Mutex<HashMap<String, u32>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -116,16 +135,19 @@ impl Context {
         settings: Settings,
         templates: Store<AIMServiceTemplate>,
         cluster_templates: Store<AIMClusterServiceTemplate>,
+        template_changes: UnboundedReceiver<TemplateRef>,
     ) -> anyhow::Result<(Arc<Self>, Triggers)> {
         let (ns_tx, ns_rx) = unbounded();
         let (cl_tx, cl_rx) = unbounded();
         let (m_tx, m_rx) = unbounded();
         let (cm_tx, cm_rx) = unbounded();
+        let (c_tx, c_rx) = unbounded();
         let waker = Waker {
             namespaced: ns_tx,
             cluster: cl_tx,
             models: m_tx,
             cluster_models: cm_tx,
+            caches: c_tx,
         };
         let (stores, writers) = watches::stores(templates, cluster_templates);
         let ctx = Arc::new(Self {
@@ -144,10 +166,11 @@ impl Context {
             waker,
             written: Mutex::new(HashMap::new()),
             model_written: Mutex::new(HashMap::new()),
+            cache_written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let tasks = watches::spawn(ctx.clone(), writers);
+        let tasks = watches::spawn(ctx.clone(), writers, template_changes);
         ctx.tasks.lock().expect("tasks lock").extend(tasks);
         let s = &ctx.stores;
         tokio::try_join!(
@@ -161,6 +184,11 @@ impl Context {
             s.job_events.wait_until_ready(),
             s.auto_templates.wait_until_ready(),
             s.auto_cluster_templates.wait_until_ready(),
+            s.caches.wait_until_ready(),
+            s.cache_volumes.wait_until_ready(),
+            s.download_jobs.wait_until_ready(),
+            s.download_pods.wait_until_ready(),
+            s.volume_events.wait_until_ready(),
         )?;
         {
             let mut queue = ctx.queue.lock().expect("queue lock");
@@ -179,6 +207,7 @@ impl Context {
                 cluster: cl_rx,
                 models: m_rx,
                 cluster_models: cm_rx,
+                caches: c_rx,
             },
         ))
     }

@@ -4,6 +4,7 @@ use aim_api::{
     AIMClusterServiceTemplate, AIMServiceTemplate, ServiceTemplateCommon, ServiceTemplateStatus,
     TemplateScope,
 };
+use aim_resolve::cache::DesiredCache;
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -21,6 +22,9 @@ pub trait TemplateKind:
     fn caching_enabled(&self) -> bool;
     fn status(&self) -> Option<&ServiceTemplateStatus>;
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// T-26: the AIMTemplateCache this template owns with the status just decided; T-28: never one for a
+    /// cluster template.
+    fn desired_cache(&self, status: &ServiceTemplateStatus) -> Option<DesiredCache>;
 }
 
 impl TemplateKind for AIMServiceTemplate {
@@ -41,6 +45,15 @@ impl TemplateKind for AIMServiceTemplate {
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
         Api::namespaced(client, namespace.unwrap_or_default())
     }
+    fn desired_cache(&self, status: &ServiceTemplateStatus) -> Option<DesiredCache> {
+        aim_resolve::cache::desired_cache(
+            &self.name_any(),
+            &self.namespace()?,
+            &self.uid()?,
+            &self.spec,
+            status,
+        )
+    }
 }
 
 impl TemplateKind for AIMClusterServiceTemplate {
@@ -60,6 +73,9 @@ impl TemplateKind for AIMClusterServiceTemplate {
     }
     fn api(client: Client, _: Option<&str>) -> Api<Self> {
         Api::all(client)
+    }
+    fn desired_cache(&self, _: &ServiceTemplateStatus) -> Option<DesiredCache> {
+        None
     }
 }
 

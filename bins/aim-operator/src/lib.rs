@@ -1,6 +1,7 @@
 //! The AIM operator: watches templates and what they depend on, asks `aim-resolve` what must be, and
 //! makes it so (status, discovery Jobs, events). All I/O of the project lives here.
 
+mod caches;
 mod client;
 mod context;
 mod error;
@@ -19,11 +20,16 @@ pub use error::Error;
 pub use leader::LeaderElection;
 pub use registry::RegistrySettings;
 
-use aim_api::{AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate};
+use aim_api::{
+    AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate, AIMTemplateCache,
+    TemplateScope,
+};
+use aim_resolve::children::TemplateRef;
 use context::Context;
 use futures::StreamExt;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use std::future::Future;
 use std::time::Duration;
 
@@ -55,6 +61,8 @@ pub struct Settings {
     pub leader_election: Option<LeaderElection>,
     /// How image registries are reached (M-01).
     pub registry: RegistrySettings,
+    /// Image of cache download Jobs (`--cache-download-image`).
+    pub cache_download_image: String,
 }
 
 /// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
@@ -72,6 +80,7 @@ impl Default for Settings {
             metrics_address: None,
             leader_election: None,
             registry: RegistrySettings::default(),
+            cache_download_image: aim_resolve::cache::DEFAULT_DOWNLOAD_IMAGE.into(),
         }
     }
 }
@@ -86,10 +95,23 @@ pub async fn run(
     let config = kube::runtime::controller::Config::default()
         .debounce(Duration::from_millis(100))
         .concurrency(settings.max_concurrent_reconciles.max(1));
-    let ns_ctrl = Controller::new(Api::<AIMServiceTemplate>::all(client.clone()), wc.clone())
-        .with_config(config.clone());
-    let cl_ctrl = Controller::new(Api::<AIMClusterServiceTemplate>::all(client.clone()), wc)
-        .with_config(config.clone());
+    // The template controllers' own watches also report each change, once their store holds it, so that
+    // the caches of a template are woken (C-01, T-28).
+    let (template_changes, template_changes_rx) = futures::channel::mpsc::unbounded();
+    let (ns_store, ns_stream) = template_watch::<AIMServiceTemplate>(
+        Api::all(client.clone()),
+        wc.clone(),
+        TemplateScope::Namespace,
+        template_changes.clone(),
+    );
+    let ns_ctrl = Controller::for_stream(ns_stream, ns_store).with_config(config.clone());
+    let (cl_store, cl_stream) = template_watch::<AIMClusterServiceTemplate>(
+        Api::all(client.clone()),
+        wc,
+        TemplateScope::Cluster,
+        template_changes,
+    );
+    let cl_ctrl = Controller::for_stream(cl_stream, cl_store).with_config(config.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -143,8 +165,14 @@ pub async fn run(
         .standby
         .store(false, std::sync::atomic::Ordering::Relaxed);
     // Slots are rebuilt from the Jobs that exist now, after leadership was gained (T-23).
-    let (ctx, triggers) =
-        Context::start(client, settings, ns_ctrl.store(), cl_ctrl.store()).await?;
+    let (ctx, triggers) = Context::start(
+        client,
+        settings,
+        ns_ctrl.store(),
+        cl_ctrl.store(),
+        template_changes_rx,
+    )
+    .await?;
     let _ = shared.ctx.set(ctx.clone());
     ctx.metrics
         .ready
@@ -214,6 +242,20 @@ pub async fn run(
             tracing::debug!(error = %e, "cluster model reconcile");
         }
     });
+    // C-01…C-03: template caches, driven by their watch and by what they make (see watches.rs).
+    let caches = Controller::for_stream(
+        futures::stream::pending::<Result<AIMTemplateCache, watcher::Error>>(),
+        ctx.stores.caches.clone(),
+    )
+    .with_config(config.clone())
+    .reconcile_on(triggers.caches)
+    .graceful_shutdown_on(stop(shutdown_rx.clone()))
+    .run(caches::reconcile, caches::error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "template cache reconcile");
+        }
+    });
     // S-01…S-06: services.
     let services = services::run(
         services::controller(ctx.client.clone(), config),
@@ -221,7 +263,7 @@ pub async fn run(
         stop(shutdown_rx.clone()),
     );
     let controllers = async {
-        futures::join!(ns, cl, models, cluster_models, services);
+        futures::join!(ns, cl, models, cluster_models, caches, services);
     };
     let result = match leadership {
         None => {
@@ -248,4 +290,43 @@ pub async fn run(
     }
     ctx.stop();
     result
+}
+
+/// The watch of a template kind, as `Controller::new` makes it (a reflector feeding the controller's
+/// store), that also sends the template of every change and deletion to `changes` after the store took
+/// it: whoever reads the store then sees the change.
+fn template_watch<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    scope: TemplateScope,
+    changes: futures::channel::mpsc::UnboundedSender<TemplateRef>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, wc))
+        .inspect(move |event| {
+            if let Ok(
+                watcher::Event::Apply(t) | watcher::Event::InitApply(t) | watcher::Event::Delete(t),
+            ) = event
+            {
+                let _ = changes.unbounded_send(TemplateRef::new(
+                    scope,
+                    t.namespace().as_deref(),
+                    &t.name_any(),
+                ));
+            }
+        })
+        .applied_objects();
+    (store, stream)
 }

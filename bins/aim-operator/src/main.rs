@@ -46,6 +46,10 @@ struct Args {
     /// image labels, e.g. an in-cluster registry without TLS.
     #[arg(long, env = "AIM_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Image of the Jobs that download model sources onto cache volumes. It is run with the arguments
+    /// `<source URI> <target directory>` (also in env `AIM_CACHE_SOURCE_URI`, `AIM_CACHE_TARGET_PATH`).
+    #[arg(long, env = "AIM_CACHE_DOWNLOAD_IMAGE", default_value = aim_resolve::cache::DEFAULT_DOWNLOAD_IMAGE)]
+    cache_download_image: String,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -84,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|r| !r.is_empty())
                 .collect(),
         },
+        cache_download_image: args.cache_download_image,
         metrics_address: match args.metrics_bind_address.as_str() {
             "0" | "" => None,
             a => Some(a.parse().map_err(|e| {

@@ -39,12 +39,13 @@ pub struct TemplateLabels {
 }
 
 /// The controllers, as named in metrics.
-const CONTROLLERS: [&str; 5] = [
+const CONTROLLERS: [&str; 6] = [
     "AIMServiceTemplate",
     "AIMClusterServiceTemplate",
     "AIMModel",
     "AIMClusterModel",
     "AIMService",
+    "AIMTemplateCache",
 ];
 
 /// Categories of a failed registry read (M-01), as `aim_registry_failures_total{category}` names them.
@@ -57,6 +58,11 @@ const REGISTRY_CATEGORIES: [&str; 7] = [
     "label_missing",
     "label_unparsable",
 ];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub status: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RegistryLabels {
@@ -75,6 +81,10 @@ pub struct Metrics {
     /// Image metadata reads from registries (M-01).
     pub registry_reads: Counter,
     pub registry_failures: Family<RegistryLabels, Counter>,
+    /// Failed cache download attempts (C-03), each counted once.
+    pub cache_download_failures: Counter,
+    /// Template caches by status.
+    pub caches: Family<CacheLabels, Gauge>,
     /// All watches have synced (for `/readyz`).
     pub ready: AtomicBool,
 }
@@ -137,6 +147,18 @@ impl Default for Metrics {
             "Failed image metadata reads, by category",
             registry_failures.clone(),
         );
+        let cache_download_failures = Counter::default();
+        registry.register(
+            "cache_download_failures",
+            "Failed cache download attempts",
+            cache_download_failures.clone(),
+        );
+        let caches = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "template_caches",
+            "Template caches by status",
+            caches.clone(),
+        );
         for category in REGISTRY_CATEGORIES {
             let _ = registry_failures.get_or_create(&RegistryLabels { category });
         }
@@ -160,6 +182,8 @@ impl Default for Metrics {
             templates,
             registry_reads,
             registry_failures,
+            cache_download_failures,
+            caches,
             ready: AtomicBool::new(false),
         }
     }
@@ -219,6 +243,15 @@ fn render(ctx: &Context) -> String {
         m.templates
             .get_or_create(&TemplateLabels {
                 scope: "Cluster",
+                status: status.unwrap_or_else(|| "Unknown".into()),
+            })
+            .inc();
+    }
+    m.caches.clear();
+    for c in ctx.stores.caches.state() {
+        let status = c.status.as_ref().map(|s| s.status.to_string());
+        m.caches
+            .get_or_create(&CacheLabels {
                 status: status.unwrap_or_else(|| "Unknown".into()),
             })
             .inc();

@@ -137,6 +137,13 @@ async fn reconcile_inner<K: TemplateKind>(obj: &K, ctx: &Context) -> Result<Acti
                 .is_some_and(|u| job_uids.contains(&u))
         })
         .collect();
+    // T-27: the cache of the template's name (namespace templates only, T-28).
+    let cache = match (K::SCOPE, namespace.as_deref()) {
+        (aim_api::TemplateScope::Namespace, Some(ns)) => {
+            s.caches.get(&ObjectRef::new(&name).within(ns))
+        }
+        _ => None,
+    };
     let uid = obj.uid().unwrap_or_default();
     let created = obj
         .meta()
@@ -181,7 +188,7 @@ async fn reconcile_inner<K: TemplateKind>(obj: &K, ctx: &Context) -> Result<Acti
         log: LogRead::NotRead,
         log_limit: ctx.settings.log_limit,
         slot: Slot::NotAsked,
-        cache: None,
+        cache: aim_resolve::cache::cache_phase_for_template(&name, cache.as_deref()),
         operator_namespace: &ctx.settings.system_namespace,
         backoff_base: ctx.settings.backoff_base,
         now: jiff::Timestamp::now(),
@@ -228,6 +235,10 @@ async fn reconcile_inner<K: TemplateKind>(obj: &K, ctx: &Context) -> Result<Acti
     }
     write_status(ctx, obj, &key, status.as_ref(), &plan).await?;
     publish_events(ctx, obj, &key, &plan).await;
+    // T-26: the template's cache follows its caching settings (T-32: not while paused).
+    if !obs.template.paused {
+        crate::caches::sync_template_cache(ctx, obj, &key, &plan.status, cache.as_deref()).await?;
+    }
     Ok(match plan.requeue_after {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),

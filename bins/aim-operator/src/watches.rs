@@ -4,14 +4,17 @@
 use crate::context::{Context, Stores};
 use aim_api::{
     AIMClusterModel, AIMClusterRuntimeConfig, AIMClusterServiceTemplate, AIMModel,
-    AIMRuntimeConfig, AIMServiceTemplate, TemplateScope,
+    AIMRuntimeConfig, AIMServiceTemplate, AIMTemplateCache, TemplateScope,
 };
+use aim_resolve::cache::{DOWNLOAD_SELECTOR, VOLUME_EVENT_SELECTOR, VOLUME_SELECTOR};
 use aim_resolve::children::{
-    FAILED_CREATE_EVENT_SELECTOR, job_is_active, job_key, owner_of, wakes_on_gpu_change,
+    FAILED_CREATE_EVENT_SELECTOR, TemplateRef, job_is_active, job_key, owner_of,
+    wakes_on_gpu_change,
 };
+use futures::channel::mpsc::UnboundedReceiver;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -32,6 +35,11 @@ pub struct Writers {
     job_events: Writer<CoreEvent>,
     auto_templates: Writer<AIMServiceTemplate>,
     auto_cluster_templates: Writer<AIMClusterServiceTemplate>,
+    caches: Writer<AIMTemplateCache>,
+    cache_volumes: Writer<PersistentVolumeClaim>,
+    download_jobs: Writer<Job>,
+    download_pods: Writer<Pod>,
+    volume_events: Writer<CoreEvent>,
 }
 
 pub fn stores(
@@ -48,6 +56,11 @@ pub fn stores(
     let (job_events, job_events_w) = reflector::store();
     let (auto_templates, auto_templates_w) = reflector::store();
     let (auto_cluster_templates, auto_cluster_templates_w) = reflector::store();
+    let (caches, caches_w) = reflector::store();
+    let (cache_volumes, cache_volumes_w) = reflector::store();
+    let (download_jobs, download_jobs_w) = reflector::store();
+    let (download_pods, download_pods_w) = reflector::store();
+    let (volume_events, volume_events_w) = reflector::store();
     (
         Stores {
             templates,
@@ -62,6 +75,11 @@ pub fn stores(
             job_events,
             auto_templates,
             auto_cluster_templates,
+            caches,
+            cache_volumes,
+            download_jobs,
+            download_pods,
+            volume_events,
         },
         Writers {
             models: models_w,
@@ -74,6 +92,11 @@ pub fn stores(
             job_events: job_events_w,
             auto_templates: auto_templates_w,
             auto_cluster_templates: auto_cluster_templates_w,
+            caches: caches_w,
+            cache_volumes: cache_volumes_w,
+            download_jobs: download_jobs_w,
+            download_pods: download_pods_w,
+            volume_events: volume_events_w,
         },
     )
 }
@@ -158,8 +181,13 @@ fn wake_cluster(ctx: &Context, pred: impl Fn(&AIMClusterServiceTemplate) -> bool
     }
 }
 
-/// Starts every watch; the returned tasks run until aborted.
-pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
+/// Starts every watch; the returned tasks run until aborted. `template_changes` names every template
+/// the template controllers' watches saw change or go, after their stores took the change.
+pub fn spawn(
+    ctx: Arc<Context>,
+    w: Writers,
+    template_changes: UnboundedReceiver<TemplateRef>,
+) -> Vec<JoinHandle<()>> {
     let client = ctx.client.clone();
     let all = watcher::Config::default().any_semantic();
     let discovery = all.clone().labels(DISCOVERY_SELECTOR);
@@ -306,7 +334,11 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
     let c = ctx.clone();
     let failed_create = all.clone().fields(FAILED_CREATE_EVENT_SELECTOR);
     tasks.push(each(
-        watch(Api::<CoreEvent>::all(client), failed_create, w.job_events),
+        watch(
+            Api::<CoreEvent>::all(client.clone()),
+            failed_create,
+            w.job_events,
+        ),
         move |ev, deleted| {
             if deleted {
                 return;
@@ -321,6 +353,16 @@ pub fn spawn(ctx: Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
             }
         },
     ));
+    spawn_cache_watches(
+        &ctx,
+        &mut tasks,
+        w.caches,
+        w.cache_volumes,
+        w.download_jobs,
+        w.download_pods,
+        w.volume_events,
+        template_changes,
+    );
     // T-23: waiting templates whose queue position moved are rewritten, at most every few seconds
     // each, never on every hand-off.
     let c = ctx.clone();
@@ -391,5 +433,141 @@ fn wake_model_owner(ctx: &Context, meta: &kube::api::ObjectMeta, kind: &str) {
 fn wake_owner(ctx: &Context, meta: &kube::api::ObjectMeta) {
     if let Some(t) = owner_of(meta) {
         ctx.waker.wake(t.scope, t.namespace.as_deref(), &t.name);
+    }
+}
+
+/// C-01…C-03, T-26…T-28: the watches of template caches and of what they make, and the mappers that
+/// wake exactly the caches (and templates) a change concerns.
+#[allow(clippy::too_many_arguments)]
+fn spawn_cache_watches(
+    ctx: &Arc<Context>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    caches: Writer<AIMTemplateCache>,
+    volumes: Writer<PersistentVolumeClaim>,
+    jobs: Writer<Job>,
+    pods: Writer<Pod>,
+    events: Writer<CoreEvent>,
+    template_changes: UnboundedReceiver<TemplateRef>,
+) {
+    let client = ctx.client.clone();
+    let all = watcher::Config::default().any_semantic();
+    // A cache wakes itself, and the template of its name, which mirrors its phase (T-27) and makes it
+    // again if someone deletes it (T-26).
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(
+            Api::<AIMTemplateCache>::all(client.clone()),
+            all.clone(),
+            caches,
+        ),
+        move |cache, deleted| {
+            let (ns, name) = (cache.namespace().unwrap_or_default(), cache.name_any());
+            if !deleted {
+                c.waker.wake_cache(&ns, &name);
+            }
+            c.waker.wake(TemplateScope::Namespace, Some(&ns), &name);
+        },
+    ));
+    // Volumes, download Jobs and their pods (label selected) wake the caches that own or list them.
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            all.clone().labels(VOLUME_SELECTOR),
+            volumes,
+        ),
+        move |pvc, _| wake_volume_caches(&c, &pvc.metadata, pvc.metadata.name.as_deref()),
+    ));
+    let downloads = all.clone().labels(DOWNLOAD_SELECTOR);
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(Api::<Job>::all(client.clone()), downloads.clone(), jobs),
+        move |job, _| {
+            let volume = job.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+            wake_volume_caches(&c, &job.metadata, volume.as_deref());
+        },
+    ));
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(Api::<Pod>::all(client.clone()), downloads, pods),
+        move |pod, _| {
+            // A pod's owner is its Job: the caches are found by the volume it fills.
+            let volume = pod.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+            let meta = kube::api::ObjectMeta {
+                namespace: pod.namespace(),
+                ..Default::default()
+            };
+            wake_volume_caches(&c, &meta, volume.as_deref());
+        },
+    ));
+    // Why a claim does not bind (the PV controller's events): only for our volumes.
+    let c = ctx.clone();
+    tasks.push(each(
+        watch(
+            Api::<CoreEvent>::all(client),
+            all.fields(VOLUME_EVENT_SELECTOR),
+            events,
+        ),
+        move |ev, deleted| {
+            if deleted {
+                return;
+            }
+            let o = &ev.involved_object;
+            let volume = c.stores.cache_volumes.get(
+                &ObjectRef::new(o.name.as_deref().unwrap_or_default())
+                    .within(o.namespace.as_deref().unwrap_or_default()),
+            );
+            if let Some(v) = volume {
+                wake_volume_caches(&c, &v.metadata, v.metadata.name.as_deref());
+            }
+        },
+    ));
+    // A template that changed or went wakes the caches that name it (C-01, C-03, T-28).
+    let c = ctx.clone();
+    tasks.push(tokio::spawn(template_changes.for_each(move |t| {
+        for cache in c.stores.caches.state() {
+            let in_scope = cache.spec.template_scope == TemplateScope::Cluster
+                || t.scope == TemplateScope::Cluster
+                || cache.namespace() == t.namespace;
+            if cache.spec.template_name == t.name && in_scope {
+                c.waker
+                    .wake_cache(&cache.namespace().unwrap_or_default(), &cache.name_any());
+            }
+        }
+        std::future::ready(())
+    })));
+}
+
+/// Wakes the caches in the object's namespace that own it or whose status lists `volume`.
+fn wake_volume_caches(ctx: &Context, meta: &kube::api::ObjectMeta, volume: Option<&str>) {
+    let Some(ns) = meta.namespace.as_deref() else {
+        return;
+    };
+    let owners: Vec<&str> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "AIMTemplateCache")
+        .map(|o| o.uid.as_str())
+        .collect();
+    for cache in ctx.stores.caches.state() {
+        if cache.namespace().as_deref() != Some(ns) {
+            continue;
+        }
+        let owns = cache
+            .metadata
+            .uid
+            .as_deref()
+            .is_some_and(|u| owners.contains(&u));
+        let lists = volume.is_some_and(|v| {
+            cache
+                .status
+                .iter()
+                .flat_map(|s| &s.sources)
+                .any(|s| s.volume.as_deref() == Some(v))
+        });
+        if owns || lists {
+            ctx.waker.wake_cache(ns, &cache.name_any());
+        }
     }
 }

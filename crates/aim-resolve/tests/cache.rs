@@ -411,6 +411,8 @@ fn t26_apply_update_delete_or_leave_alone() {
     let same = desired.spec.clone();
     let mut edited = desired.spec.clone();
     edited.env = vec![env("HF_TOKEN", "other")];
+    let mut with_class = desired.spec.clone();
+    with_class.storage_class_name = Some("fast".into());
     let apply = CacheAction::Apply(Box::new(desired.clone()));
     let mine = Some("tpl-uid");
     for (want, found, expected) in [
@@ -418,6 +420,12 @@ fn t26_apply_update_delete_or_leave_alone() {
         (
             Some(&desired),
             Some(existing(mine, &labels, &same)),
+            CacheAction::Keep,
+        ),
+        // A storage class someone gave the cache is not the template's business.
+        (
+            Some(&desired),
+            Some(existing(mine, &labels, &with_class)),
             CacheAction::Keep,
         ),
         // A later edit of caching.env reaches the cache.

@@ -97,8 +97,11 @@ pub fn template_cache_action(
 ) -> CacheAction {
     match (desired, existing) {
         (Some(_), Some(e)) if e.controller_uid != Some(template_uid) => CacheAction::Keep,
+        // Only what the template sets counts: a storage class someone gave the cache stays.
         (Some(d), Some(e))
-            if e.spec == &d.spec
+            if e.spec.template_name == d.spec.template_name
+                && e.spec.template_scope == d.spec.template_scope
+                && e.spec.env == d.spec.env
                 && d.labels
                     .iter()
                     .all(|(k, v)| e.labels.and_then(|l| l.get(k)) == Some(v)) =>
