@@ -31,13 +31,13 @@ const DEPLOYMENTS: &str = r#"[{"gpuModel":"MI300X","gpuCount":1,"precision":"fp1
 
 fn table(bin: &std::path::Path) -> Result<String> {
     let out = testenv::kubectl(bin)
-        .args(["get", "aimclmdl,aimcltpl,aimtpl,aimsvc", "-A"])
+        .args(["get", "aimclmdl,aimcltpl,aimtpl,aimtc,aimsvc", "-A"])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The model is Ready with its two templates, the team's two templates have settled too, and both services
-/// run.
+/// The model is Ready with its two templates, the team's two templates have settled too (one of them once
+/// its cache is warm), and both services run.
 fn settled(table: &str) -> bool {
     let rows: Vec<&str> = table.lines().filter(|l| l.contains("qwen3-32b")).collect();
     let model_ready = rows
@@ -47,12 +47,19 @@ fn settled(table: &str) -> bool {
         .iter()
         .filter(|r| r.contains("aimservice.aim"))
         .collect();
-    rows.len() >= 7
+    let cache_warm = rows
+        .iter()
+        .any(|r| r.contains("aimtemplatecache.aim") && r.contains(" Warm "));
+    rows.len() >= 8
         && model_ready
+        && cache_warm
         && services.len() >= 2
         && services.iter().all(|r| r.contains(" Running "))
         && rows.iter().all(|r| {
-            !r.contains(" Pending ") && !r.contains(" Progressing ") && !r.contains(" Starting ")
+            !r.contains(" Pending ")
+                && !r.contains(" Progressing ")
+                && !r.contains(" Starting ")
+                && !r.contains(" Warming ")
         })
 }
 
@@ -175,7 +182,8 @@ pub fn run(exit_when_settled: bool) -> Result<()> {
                 started.elapsed().as_secs_f32()
             );
             println!("explore with: export KUBECONFIG={}", kubeconfig.display());
-            println!("  kubectl get aimclmdl,aimcltpl,aimtpl,aimsvc -A");
+            println!("  kubectl get aimclmdl,aimcltpl,aimtpl,aimtc,aimsvc -A");
+            println!("  kubectl get aimtc,pvc,job -n ml-research");
             println!(
                 "  kubectl get aimsvc -n ml-apps qwen3-chat -o jsonpath='{{.status.templateCandidates}}'"
             );
