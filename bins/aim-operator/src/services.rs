@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::error::Error;
 use aim_api::{
     AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMService, AIMServiceTemplate,
-    ServiceStatus, TemplateScope,
+    AIMTemplateCache, ServiceStatus, TemplateScope,
 };
 use aim_hardware::Inventory;
 use aim_resolve::serving::{ServiceObservation, ServiceView, TemplateDetail, decide_service};
@@ -84,6 +84,17 @@ pub fn controller(
         .default_backoff()
         .touched_objects(),
         move |m| f(m.namespace()),
+    );
+    // A cache turning Warm (or changing its volumes) changes what the workload mounts.
+    let f = in_namespace(services.clone());
+    let ctrl = ctrl.watches_stream(
+        watcher(
+            Api::<PartialObjectMeta<AIMTemplateCache>>::all(client.clone()),
+            wc.clone(),
+        )
+        .default_backoff()
+        .touched_objects(),
+        move |c| f(c.namespace()),
     );
     let f = in_namespace(services);
     let ctrl = ctrl.watches_stream(
@@ -181,6 +192,45 @@ fn runtime_env(ctx: &Context, scope: TemplateScope, ns: &str, name: &str) -> Vec
     }
 }
 
+/// The volumes of a Warm AIMTemplateCache of this template in the service's namespace (T-26, T-28):
+/// (source name, claim), mounted read-only by the workload (S-05).
+fn cache_volumes(
+    ctx: &Context,
+    ns: &str,
+    scope: TemplateScope,
+    template: Option<&str>,
+) -> Vec<(String, String)> {
+    let Some(template) = template else {
+        return Vec::new();
+    };
+    let mut caches: Vec<_> = ctx
+        .stores
+        .caches
+        .state()
+        .into_iter()
+        .filter(|c| {
+            c.namespace().as_deref() == Some(ns)
+                && c.spec.template_name == template
+                && c.spec.template_scope == scope
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.status == aim_api::CachePhase::Warm)
+        })
+        .collect();
+    // The cache named like the template first (the template's own), then by name.
+    caches.sort_by_key(|c| (c.name_any() != template, c.name_any()));
+    caches
+        .first()
+        .and_then(|c| c.status.as_ref())
+        .map(|s| {
+            s.sources
+                .iter()
+                .filter_map(|src| Some((src.name.clone(), src.volume.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn reconcile_inner(obj: &AIMService, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(obj);
     let name = obj.name_any();
@@ -216,6 +266,12 @@ async fn reconcile_inner(obj: &AIMService, ctx: &Context) -> Result<Action, Erro
                 &ns,
                 &t.spec.common.runtime_config_name,
             ),
+            cache_volumes: cache_volumes(
+                ctx,
+                &ns,
+                TemplateScope::Namespace,
+                t.metadata.name.as_deref(),
+            ),
         });
     }
     for t in &cl_templates {
@@ -230,6 +286,12 @@ async fn reconcile_inner(obj: &AIMService, ctx: &Context) -> Result<Action, Erro
                 TemplateScope::Cluster,
                 &ns,
                 &t.spec.common.runtime_config_name,
+            ),
+            cache_volumes: cache_volumes(
+                ctx,
+                &ns,
+                TemplateScope::Cluster,
+                t.metadata.name.as_deref(),
             ),
         });
     }

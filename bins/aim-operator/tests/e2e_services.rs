@@ -376,3 +376,55 @@ async fn a_service_by_image_creates_its_model_and_runs() {
     let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
     assert_eq!(c.image.as_deref(), Some(image.as_str()));
 }
+
+// S-05 with T-26/T-27: a service on a cached template mounts the cache's volumes read-only, and runs.
+#[tokio::test]
+async fn a_service_on_a_cached_template_mounts_its_volumes() {
+    let ns = setup("svc-cache", DRY_RUN_OK).await;
+    model_m(&ns, serde_json::json!([])).await;
+    let mut spec = on_mi300x("m");
+    spec["caching"] = serde_json::json!({ "enabled": true });
+    ready_template(&ns, template(&ns.name, "cached", spec)).await;
+    let cache = ns.api::<AIMTemplateCache>().get("cached").await.unwrap();
+    let st = cache.status.unwrap();
+    assert_eq!(st.status, CachePhase::Warm);
+    let mut claims: Vec<String> = st.sources.iter().filter_map(|s| s.volume.clone()).collect();
+    claims.sort();
+    assert_eq!(claims.len(), 2, "weights and tokenizer");
+
+    let services: Api<AIMService> = ns.api();
+    apply(
+        &services,
+        &aim_service(&ns.name, "cached", serde_json::json!({"name": "m"})),
+    )
+    .await;
+    wait_for(
+        &services,
+        "cached",
+        "service Running",
+        WAIT,
+        service_phase(ServicePhase::Running),
+    )
+    .await;
+    let d = ns.api::<Deployment>().get("cached").await.unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    let mut mounted: Vec<String> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let pvc = v.persistent_volume_claim.as_ref().unwrap();
+            assert_eq!(pvc.read_only, Some(true));
+            pvc.claim_name.clone()
+        })
+        .collect();
+    mounted.sort();
+    assert_eq!(mounted, claims);
+    let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .all(|m| m.read_only == Some(true) && m.mount_path.starts_with("/cache/"))
+    );
+}

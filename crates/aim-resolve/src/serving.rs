@@ -31,6 +31,8 @@ pub struct TemplateDetail<'a> {
     pub status: Option<&'a ServiceTemplateStatus>,
     /// The runtime config env this template resolves to.
     pub runtime_env: Vec<EnvVar>,
+    /// Volumes of this template's Warm AIMTemplateCache in the service's namespace: (source name, claim).
+    pub cache_volumes: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -486,6 +488,7 @@ fn workload(
         image_pull_secrets: pull,
         service_account_name: service_account,
         resources: s.spec.resources.as_ref().or(t.spec.resources.as_ref()),
+        cache_volumes: t.cache_volumes.clone(),
     };
     let mut d = deployment(&inputs);
     let mut svc = service(&inputs);

@@ -47,6 +47,26 @@ pub struct WorkloadInputs<'a> {
     pub service_account_name: Option<&'a str>,
     /// The service's resources, else the template's; GPU requests and limits are set from `hardware`.
     pub resources: Option<&'a ResourceRequirements>,
+    /// Warm cache volumes of the template: (source name, PersistentVolumeClaim), mounted read-only under
+    /// [`CACHE_MOUNT_ROOT`].
+    pub cache_volumes: Vec<(String, String)>,
+}
+
+/// Where a cached source's volume is mounted: `/cache/<source name as a DNS label>`.
+pub const CACHE_MOUNT_ROOT: &str = "/cache";
+
+/// The mount directory of a cached source.
+pub fn cache_mount_path(source: &str) -> String {
+    let mut dir = String::new();
+    for c in source.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            dir.push(c);
+        } else if !dir.ends_with('-') {
+            dir.push('-');
+        }
+    }
+    format!("{CACHE_MOUNT_ROOT}/{}", dir.trim_matches('-'))
 }
 
 /// Merges env lists: a later entry replaces an earlier one of the same name in place; new names append.
@@ -155,8 +175,35 @@ pub fn deployment(i: &WorkloadInputs<'_>) -> Deployment {
         profile_env.as_slice(),
         i.service_env,
     ]);
+    let volumes: Vec<k8s_openapi::api::core::v1::Volume> = i
+        .cache_volumes
+        .iter()
+        .enumerate()
+        .map(|(n, (_, claim))| k8s_openapi::api::core::v1::Volume {
+            name: format!("cache-{n}"),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(true),
+                },
+            ),
+            ..Default::default()
+        })
+        .collect();
+    let mounts: Vec<k8s_openapi::api::core::v1::VolumeMount> = i
+        .cache_volumes
+        .iter()
+        .enumerate()
+        .map(|(n, (source, _))| k8s_openapi::api::core::v1::VolumeMount {
+            name: format!("cache-{n}"),
+            mount_path: cache_mount_path(source),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
     let container = Container {
         name: "inference".into(),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         image: Some(i.image.into()),
         env: (!env.is_empty()).then_some(env),
         ports: Some(vec![ContainerPort {
@@ -205,6 +252,7 @@ pub fn deployment(i: &WorkloadInputs<'_>) -> Deployment {
                     image_pull_secrets: (!i.image_pull_secrets.is_empty())
                         .then(|| i.image_pull_secrets.clone()),
                     service_account_name: i.service_account_name.map(str::to_string),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..Default::default()
                 }),
             },

@@ -73,6 +73,10 @@ fn the_workload_documents() {
         }],
         service_account_name: Some("inference"),
         resources: None,
+        cache_volumes: vec![
+            ("Qwen/Qwen3-32B".into(), "aim-cache-0123abcd".into()),
+            ("tokenizer".into(), "aim-cache-4567ef01".into()),
+        ],
     };
     let d = deployment(&inputs);
     let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
