@@ -189,7 +189,7 @@ async fn reconcile_inner(obj: &AIMTemplateCache, ctx: &Context) -> Result<Action
         })
         .collect();
 
-    let obs = CacheObservation {
+    let mut obs = CacheObservation {
         cache: CacheView {
             name: &name,
             namespace: &ns,
@@ -218,13 +218,27 @@ async fn reconcile_inner(obj: &AIMTemplateCache, ctx: &Context) -> Result<Action
         jobs: jobs.iter().map(|j| j.as_ref()).collect(),
         pods: pods.iter().map(|p| p.as_ref()).collect(),
         volume_events: events.iter().map(|e| e.as_ref()).collect(),
+        refused: Default::default(),
         download_image: &ctx.settings.cache_download_image,
         backoff_base: ctx.settings.backoff_base,
         now: jiff::Timestamp::now(),
     };
-    let plan = decide_cache(&obs);
-
-    apply(ctx, &key, &ns, &name, &uid, &plan).await?;
+    // A volume or Job the API server refuses (quota, admission) is a failed attempt of its source: decide
+    // again knowing that, and apply what remains (creates are idempotent, nothing else was applied yet).
+    let plan = loop {
+        let plan = decide_cache(&obs);
+        match apply(ctx, &key, &ns, &name, &uid, &plan).await? {
+            None => break plan,
+            Some((object, why)) if !obs.refused.contains_key(&object) => {
+                tracing::warn!(cache = %key, object = %object, error = %why, "the API server refused a cache object");
+                obs.refused.insert(object, why);
+                obs.now = jiff::Timestamp::now();
+            }
+            Some((object, why)) => {
+                return Err(Error::Conflict(format!("{object} refused again: {why}")));
+            }
+        }
+    };
     write_status(ctx, obj, &key, status.as_ref(), &plan).await?;
     if plan.download_failures > 0 {
         ctx.metrics
@@ -255,6 +269,7 @@ async fn reconcile_inner(obj: &AIMTemplateCache, ctx: &Context) -> Result<Action
 
 /// Deletes, creates and shares what the plan says: failed Jobs first, then volumes before the Jobs that
 /// mount them, then owner references. Shared objects are written with the cache's own field manager.
+/// Stops at the first create the API server refuses for good: `(its name, why)`.
 async fn apply(
     ctx: &Context,
     key: &str,
@@ -262,7 +277,11 @@ async fn apply(
     name: &str,
     uid: &str,
     plan: &CachePlan,
-) -> Result<(), Error> {
+) -> Result<Option<(String, String)>, Error> {
+    let refused = |n: &str, e: kube::Error| match crate::reconcile::refusal(&e) {
+        Some(why) => Ok(Some((n.to_string(), why))),
+        None => Err(Error::from(e)),
+    };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let volumes: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let manager = field_manager(uid);
@@ -276,12 +295,16 @@ async fn apply(
     }
     for v in &plan.create_volumes {
         let n = v.metadata.name.as_deref().unwrap_or_default();
-        volumes.patch(n, &pp, &Patch::Apply(v)).await?;
+        if let Err(e) = volumes.patch(n, &pp, &Patch::Apply(v)).await {
+            return refused(n, e);
+        }
         tracing::info!(cache = %key, volume = %n, "created cache volume");
     }
     for j in &plan.create_jobs {
         let n = j.metadata.name.as_deref().unwrap_or_default();
-        jobs.patch(n, &pp, &Patch::Apply(j)).await?;
+        if let Err(e) = jobs.patch(n, &pp, &Patch::Apply(j)).await {
+            return refused(n, e);
+        }
         tracing::info!(cache = %key, job = %n, "created download job");
     }
     let owner = cache_owner(name, uid);
@@ -340,7 +363,7 @@ async fn apply(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Writes the status only when it changed (server-side apply on the status subresource).

@@ -67,7 +67,7 @@ fn config_candidate<'a>(
 
 /// Why a create was refused for good (quota, admission, RBAC, an invalid object), as opposed to a
 /// transient failure worth an ordinary retry.
-fn refusal(e: &kube::Error) -> Option<String> {
+pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
     match e {
         kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
             Some(s.message.clone())

@@ -249,12 +249,20 @@ async fn a_failing_download_degrades_cache_and_template() {
         ),
     )
     .await;
+    // Degraded as soon as the weights failed; the tokenizer's download may still be running then.
     let cache = wait_for(
         &caches,
         "tpl",
-        "cache Degraded",
+        "cache Degraded, the tokenizer Ready",
         WAIT,
-        cache_phase(CachePhase::Degraded),
+        |c: Option<&AIMTemplateCache>| {
+            c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                s.status == CachePhase::Degraded
+                    && s.sources
+                        .iter()
+                        .any(|x| x.name == "tokenizer" && x.state == CacheSourceState::Ready)
+            })
+        },
     )
     .await;
     let st = cache.status.as_ref().unwrap();
@@ -715,6 +723,94 @@ async fn a_volume_that_never_binds_says_why_within_a_minute() {
         &caches,
         "tpl",
         "cache Warm once fixed",
+        WAIT,
+        cache_phase(CachePhase::Warm),
+    )
+    .await;
+    wait_for(
+        &templates,
+        "tpl",
+        "template Ready",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_volume_refused_by_a_quota_is_a_failed_attempt_until_the_quota_allows_it() {
+    // C-03: the API server refuses the claim (a quota of zero claims); the source says why, the
+    // template is Degraded, and the retry after the backoff succeeds once the quota is gone.
+    let (ns, _) = setup("cache-quota").await;
+    model_m(&ns, serde_json::json!([])).await;
+    let quotas = ns.api::<k8s_openapi::api::core::v1::ResourceQuota>();
+    let quota: k8s_openapi::api::core::v1::ResourceQuota =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "no-claims", "namespace": ns.name },
+            "spec": { "hard": { "persistentvolumeclaims": "0" } },
+        }))
+        .unwrap();
+    apply(&quotas, &quota).await;
+    // The quota controller must have counted before the API server enforces it.
+    wait_for(
+        &quotas,
+        "no-claims",
+        "quota status",
+        WAIT,
+        |q: Option<&k8s_openapi::api::core::v1::ResourceQuota>| {
+            q.and_then(|q| q.status.as_ref()?.hard.as_ref()).is_some()
+        },
+    )
+    .await;
+    let templates = ns.api::<AIMServiceTemplate>();
+    apply(
+        &templates,
+        &template(
+            &ns.name,
+            "tpl",
+            static_spec(
+                serde_json::json!([{ "name": "model", "sourceURI": "hf://org/quota", "size": "1Gi" }]),
+                serde_json::json!({ "enabled": true }),
+            ),
+        ),
+    )
+    .await;
+    let caches = ns.api::<AIMTemplateCache>();
+    let cache = wait_for(
+        &caches,
+        "tpl",
+        "cache Failed",
+        WAIT,
+        cache_phase(CachePhase::Failed),
+    )
+    .await;
+    let source = &cache.status.as_ref().unwrap().sources[0];
+    let msg = source.message.as_deref().unwrap();
+    assert!(
+        msg.contains("the API server refused volume") && msg.contains("exceeded quota"),
+        "{msg}"
+    );
+    assert!(source.attempts >= 1);
+    wait_for(
+        &templates,
+        "tpl",
+        "template Degraded",
+        WAIT,
+        phase_with(
+            TemplatePhase::Degraded,
+            types::CACHE_READY,
+            reasons::CACHE_FAILED,
+        ),
+    )
+    .await;
+    quotas
+        .delete("no-claims", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for(
+        &caches,
+        "tpl",
+        "cache Warm after a retry",
         WAIT,
         cache_phase(CachePhase::Warm),
     )

@@ -75,6 +75,7 @@ struct World {
     jobs: Vec<Job>,
     pods: Vec<Pod>,
     events: Vec<Event>,
+    refused: std::collections::BTreeMap<String, String>,
     now: i64,
     created: u32,
 }
@@ -107,6 +108,7 @@ impl World {
             jobs: Vec::new(),
             pods: Vec::new(),
             events: Vec::new(),
+            refused: Default::default(),
             now: NOW,
             created: 0,
         }
@@ -164,6 +166,7 @@ impl World {
             jobs: self.jobs.iter().collect(),
             pods: self.pods.iter().collect(),
             volume_events: self.events.iter().collect(),
+            refused: self.refused.clone(),
             download_image: DEFAULT_DOWNLOAD_IMAGE,
             backoff_base: Duration::from_secs(60),
             now: jiff::Timestamp::from_second(self.now).unwrap(),
@@ -1162,6 +1165,82 @@ fn c03_a_download_image_that_cannot_be_pulled_fails_at_once() {
         plan.status.sources[0].message
     );
     assert!(again.create_jobs.is_empty());
+}
+
+#[test]
+fn c03_a_volume_or_job_the_api_server_refuses_is_a_failed_attempt() {
+    let mut w = World::new();
+    let volume = volume_name(QWEN);
+    w.refused.insert(
+        volume.clone(),
+        "exceeded quota: storage, requested: requests.storage=18023Mi".into(),
+    );
+    let plan = w.decide();
+    let q = &plan.status.sources[0];
+    assert_eq!(q.state, CacheSourceState::Failed);
+    let msg = q.message.as_deref().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "the API server refused volume {volume}: exceeded quota"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("retry after a 1m backoff"), "{msg}");
+    assert_eq!(q.attempts, 1);
+    assert!(q.failed_job.is_none());
+    assert_eq!(plan.download_failures, 1);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.warning && e.reason == reasons::DOWNLOAD_FAILED)
+    );
+    // Nothing of the refused source is created; the other source goes on.
+    assert_eq!(plan.create_volumes.len(), 1);
+    assert_eq!(plan.create_jobs.len(), 1);
+    assert_eq!(plan.status.status, CachePhase::Degraded);
+    w.apply(&plan);
+    w.refused.clear();
+    // Not tried again before the backoff ends, then tried again.
+    w.now += 30;
+    let plan = w.decide();
+    assert!(
+        !plan
+            .create_volumes
+            .iter()
+            .any(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+    );
+    assert_eq!(plan.status.sources[0].state, CacheSourceState::Failed);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(30)));
+    w.apply(&plan);
+    w.now += 30;
+    let plan = w.decide();
+    assert!(
+        plan.create_volumes
+            .iter()
+            .any(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+    );
+    // A refused Job the same way.
+    let mut w = World::new();
+    w.refused.insert(
+        download_job_name(TOKENIZER),
+        "admission webhook denied it".into(),
+    );
+    let plan = w.decide();
+    let t = &plan.status.sources[1];
+    assert_eq!(t.state, CacheSourceState::Failed);
+    assert!(
+        t.message
+            .as_deref()
+            .unwrap()
+            .contains("refused download job"),
+        "{t:?}"
+    );
+    assert_eq!(plan.create_jobs.len(), 1);
+    assert_eq!(
+        plan.create_volumes.len(),
+        2,
+        "its volume is made all the same"
+    );
 }
 
 #[test]

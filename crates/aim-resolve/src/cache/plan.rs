@@ -13,7 +13,7 @@ use aim_api::{
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The cache being decided on.
@@ -54,6 +54,9 @@ pub struct CacheObservation<'a> {
     pub pods: Vec<&'a Pod>,
     /// Events about those volumes (why a claim does not bind).
     pub volume_events: Vec<&'a Event>,
+    /// Volumes and download Jobs (by name) the API server refused to create (quota, admission): why. The
+    /// operator sets it after a refused create and decides again.
+    pub refused: BTreeMap<String, String>,
     /// `--cache-download-image`.
     pub download_image: &'a str,
     /// First retry delay after a failed download (the discovery backoff: doubles, at most an hour).

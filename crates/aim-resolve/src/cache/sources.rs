@@ -149,10 +149,24 @@ impl<'o, 'a> Draft<'o, 'a> {
             .then(|| at.duration_since(self.obs.now).unsigned_abs())
     }
 
-    /// A failed download attempt, counted once per Job (by uid), with the scheduled backoff.
-    fn failure(&mut self, out: &mut CachedSource, cause: String, job: &Job, delete: bool) {
+    /// Still waiting out the backoff after a failure: the source stays Failed as it was written.
+    fn still_failed(&mut self, out: &mut CachedSource, old: Option<&CachedSource>) -> bool {
+        match self.backing_off(out) {
+            Some(left) => {
+                self.requeue(left);
+                out.state = CacheSourceState::Failed;
+                out.message = old.and_then(|o| o.message.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A failed download attempt, counted once per Job (by uid), with the scheduled backoff; `job` is
+    /// `None` when the API server refused to create the volume or the Job.
+    fn failure(&mut self, out: &mut CachedSource, cause: String, job: Option<&Job>, delete: bool) {
         out.attempts += 1;
-        out.failed_job = Some(JobReference {
+        out.failed_job = job.map(|job| JobReference {
             name: job.metadata.name.clone().unwrap_or_default(),
             namespace: job.metadata.namespace.clone().unwrap_or_default(),
             uid: job.metadata.uid.clone(),
@@ -173,7 +187,7 @@ impl<'o, 'a> Draft<'o, 'a> {
         out.state = CacheSourceState::Failed;
         out.message = Some(message.clone());
         self.failures.push(format!("{}: {message}", out.name));
-        if delete {
+        if let Some(job) = job.filter(|_| delete) {
             self.delete_jobs
                 .push(job.metadata.name.clone().unwrap_or_default());
         }
@@ -220,6 +234,14 @@ impl<'o, 'a> Draft<'o, 'a> {
         };
         let vol_state = match self.volume(&volume) {
             None => {
+                if self.still_failed(&mut out, old) {
+                    return out;
+                }
+                if let Some(why) = self.obs.refused.get(&volume) {
+                    let cause = format!("the API server refused volume {volume}: {why}");
+                    self.failure(&mut out, cause, None, false);
+                    return out;
+                }
                 if !self
                     .create_volumes
                     .iter()
@@ -260,11 +282,12 @@ impl<'o, 'a> Draft<'o, 'a> {
             VolumeState::Waiting(m) | VolumeState::Stuck(m) => Some(m.clone()),
         };
         let Some(job) = self.job(&job_name) else {
-            if let Some(left) = self.backing_off(&out) {
-                // Still waiting out the backoff: the failure stays as it was written.
-                self.requeue(left);
-                out.state = CacheSourceState::Failed;
-                out.message = old.and_then(|o| o.message.clone());
+            if self.still_failed(&mut out, old) {
+                return out;
+            }
+            if let Some(why) = self.obs.refused.get(&job_name) {
+                let cause = format!("the API server refused download job {job_name}: {why}");
+                self.failure(&mut out, cause, None, false);
                 return out;
             }
             let mut env = env.to_vec();
@@ -338,9 +361,9 @@ impl<'o, 'a> Draft<'o, 'a> {
             }
         } else if job_condition(job, "Failed").is_some() {
             let cause = failure_message(job, &pods);
-            self.failure(&mut out, cause, job, false);
+            self.failure(&mut out, cause, Some(job), false);
         } else if let Some(cause) = pods.iter().find_map(|p| pull_failure(p)) {
-            self.failure(&mut out, cause, job, true);
+            self.failure(&mut out, cause, Some(job), true);
         } else if pods.iter().any(|p| pod_phase(p) == Some("Running")) {
             out.state = CacheSourceState::Downloading;
             out.message = Some(format!("downloading onto volume {volume} (job {job_name})"));

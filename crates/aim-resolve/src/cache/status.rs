@@ -158,31 +158,30 @@ fn ready_reason(st: &TemplateCacheStatus) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
-/// Events: one for created download Jobs; else a Warning per failed download attempt; else one when the
-/// status or the reason that holds the cache back changes (a Warning for `Failed`, `Degraded` and a
-/// volume that does not bind). Never one per reconcile.
+/// Events: one for created download Jobs and a Warning per failed download attempt; when neither, one
+/// when the status or the reason that holds the cache back changes (a Warning for `Failed`, `Degraded` and
+/// a volume that does not bind). Never one per reconcile.
 pub(super) fn events(
     old: Option<&TemplateCacheStatus>,
     new: &TemplateCacheStatus,
     started: &[String],
     failures: &[String],
 ) -> Vec<PlannedEvent> {
+    let mut out = Vec::new();
     if !started.is_empty() {
-        return vec![PlannedEvent {
+        out.push(PlannedEvent {
             warning: false,
             reason: DOWNLOAD_STARTED.into(),
             message: format!("started download job(s) {}", started.join(", ")),
-        }];
+        });
     }
-    if !failures.is_empty() {
-        return failures
-            .iter()
-            .map(|m| PlannedEvent {
-                warning: true,
-                reason: reasons::DOWNLOAD_FAILED.into(),
-                message: m.clone(),
-            })
-            .collect();
+    out.extend(failures.iter().map(|m| PlannedEvent {
+        warning: true,
+        reason: reasons::DOWNLOAD_FAILED.into(),
+        message: m.clone(),
+    }));
+    if !out.is_empty() {
+        return out;
     }
     let changed = match old {
         None => true,
