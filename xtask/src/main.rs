@@ -1,10 +1,10 @@
 //! Developer tasks: `cargo xtask <task>`.
 
+mod bench;
 mod crdgen;
 mod demo;
 mod deps;
 mod manifests;
-mod scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,8 +37,9 @@ enum Task {
         #[arg(long)]
         exit_when_settled: bool,
     },
-    /// Benchmarks: the criterion benchmarks (the dry-run parser; extra arguments go to criterion), or
-    /// `scale` to measure the operator with many templates on the test cluster.
+    /// Benchmarks: the criterion benchmarks (the dry-run parser; extra arguments go to criterion), or the
+    /// operator on a cluster of the benchmarks' own (`scale`, `discovery`, `chaos`, and `smoke`: small
+    /// sizes of the three, asserting only correctness, for CI).
     Bench {
         #[command(subcommand)]
         what: Option<BenchKind>,
@@ -77,19 +78,68 @@ enum Task {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct BenchCommon {
+    /// An operator binary to measure instead of this workspace's (built in release mode; the smoke run
+    /// builds the dev profile).
+    #[arg(long)]
+    operator: Option<std::path::PathBuf>,
+    /// Leave the benchmark cluster (target/bench-testenv) running afterwards.
+    #[arg(long)]
+    keep_cluster: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchKind {
-    /// Time to Ready, connections, peak memory and CPU of the operator with many static templates.
+    /// Static templates and extra GPU nodes: time to Ready, writes per template, connections, memory,
+    /// CPU; then idle: a restart and node updates that must write and reconcile nothing.
     Scale {
-        /// Templates to create.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 5000)]
         templates: usize,
         /// Namespaces to spread them over.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 50)]
         namespaces: usize,
-        /// An operator binary to measure instead of this workspace's (e.g. an older build).
+        /// Extra fake GPU nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Node updates without GPU labels in the idle phase.
+        #[arg(long, default_value_t = 1000)]
+        node_updates: usize,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Templates needing discovery against the limit of 10: Jobs at once, order, queue positions,
+    /// writes, time to drain.
+    Discovery {
+        #[arg(long, default_value_t = 200)]
+        templates: usize,
+        /// How long each dry-run pod runs (Go duration).
+        #[arg(long, default_value = "2s")]
+        complete_after: String,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// The discovery benchmark while the operator is killed (SIGKILL) and restarted, then
+    /// kube-apiserver restarted once.
+    Chaos {
+        #[arg(long, default_value_t = 200)]
+        templates: usize,
+        #[arg(long, default_value = "2s")]
+        complete_after: String,
+        /// SIGKILLs of the operator.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Seed of the kill moments (default: from the clock; printed).
         #[arg(long)]
-        operator: Option<std::path::PathBuf>,
+        seed: Option<u64>,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Small sizes of scale, discovery and chaos on one benchmark cluster, asserting only correctness
+    /// (all Ready, limits held, nothing written or reconciled while idle). CI runs it.
+    Smoke {
+        #[command(flatten)]
+        common: BenchCommon,
     },
 }
 
@@ -131,22 +181,8 @@ fn main() -> Result<()> {
         Task::Test { keep, args } => test(keep, &args),
         Task::Demo { exit_when_settled } => demo::run(exit_when_settled),
         Task::Bench {
-            what:
-                Some(BenchKind::Scale {
-                    templates,
-                    namespaces,
-                    operator,
-                }),
-            ..
-        } => {
-            let operator = match operator {
-                Some(o) => o,
-                None => scale::build_operator()?,
-            };
-            let figures = scale::run(&operator, templates, namespaces)?;
-            println!("{figures}");
-            Ok(())
-        }
+            what: Some(kind), ..
+        } => bench::main(kind),
         Task::Bench { what: None, args } => {
             let status = std::process::Command::new(
                 std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),

@@ -283,21 +283,40 @@ fn go_build_jobs(
     Ok(())
 }
 
-/// kwokctl's working directory, inside `target/` so nothing outside the repo is touched.
+/// A working directory set by [`use_workdir`] for the rest of the process.
+static WORKDIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every function of this module (and the test support) use the cluster in `dir` instead of the
+/// shared one in `target/testenv`, for the rest of the process: the benchmarks run on a cluster of
+/// their own. `$AIM_E2E_KUBECONFIG` is ignored from then on. Call it before anything else; a second
+/// call has no effect.
+pub fn use_workdir(dir: PathBuf) {
+    let _ = WORKDIR.set(dir);
+}
+
+/// kwokctl's working directory, inside `target/` so nothing outside the repo is touched:
+/// `target/testenv`, unless [`use_workdir`] chose another.
 pub fn workdir() -> PathBuf {
-    workspace_root().join("target/testenv")
+    WORKDIR
+        .get()
+        .cloned()
+        .unwrap_or_else(|| workspace_root().join("target/testenv"))
 }
 
 /// The kubeconfig of the test cluster (certificates by file path).
 pub fn kubeconfig_path() -> PathBuf {
+    let own = || {
+        workdir()
+            .join("clusters")
+            .join(CLUSTER)
+            .join("kubeconfig.yaml")
+    };
+    if WORKDIR.get().is_some() {
+        return own();
+    }
     std::env::var_os(KUBECONFIG_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workdir()
-                .join("clusters")
-                .join(CLUSTER)
-                .join("kubeconfig.yaml")
-        })
+        .unwrap_or_else(own)
 }
 
 fn tool(bin: &Path, name: &str) -> Command {
@@ -349,9 +368,17 @@ fn cluster_exists() -> bool {
 /// nodes, starts the two test registries, and returns the kubeconfig path. Harmless when the cluster
 /// already runs (running registries are reused too).
 pub fn up() -> Result<PathBuf> {
-    let bin = ensure_binaries()?;
     let registry = ensure_registry()?;
     let started = Instant::now();
+    let kubeconfig = up_control_plane()?;
+    crate::registry::start(&registry)?;
+    eprintln!("test cluster ready in {:.1?}", started.elapsed());
+    Ok(kubeconfig)
+}
+
+/// [`up`] without the registries: the control plane, CRDs and standard nodes.
+pub fn up_control_plane() -> Result<PathBuf> {
+    let bin = ensure_binaries()?;
     if api_ready(&bin) {
         eprintln!("test cluster already running");
     } else {
@@ -388,8 +415,6 @@ pub fn up() -> Result<PathBuf> {
         run(cmd, "kwokctl create cluster")?;
     }
     install(&bin)?;
-    crate::registry::start(&registry)?;
-    eprintln!("test cluster ready in {:.1?}", started.elapsed());
     Ok(kubeconfig_path())
 }
 
@@ -436,7 +461,8 @@ fn delete_cluster(bin: &Path) -> Result<()> {
 
 /// Processes of the test control plane: (pid, command line, resident memory in KiB).
 pub fn processes() -> Vec<(u32, String, u64)> {
-    let marker = workdir().to_string_lossy().into_owned();
+    // With the separator, so that `target/testenv` does not also match `target/testenv-other`.
+    let marker = format!("{}/", workdir().to_string_lossy());
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;

@@ -52,10 +52,9 @@ fn describe_present(inventory: &Inventory) -> String {
     if models.is_empty() {
         return "the cluster has no schedulable AMD GPU nodes".to_string();
     }
-    let list: Vec<String> = models
-        .iter()
-        .map(|(m, n)| format!("{m} ({n} node{})", if *n == 1 { "" } else { "s" }))
-        .collect();
+    // Models only, no node counts: a count in a condition would rewrite the status of every template
+    // that names it whenever a node comes or goes.
+    let list: Vec<&str> = models.keys().map(String::as_str).collect();
     format!("the cluster has {}", list.join(", "))
 }
 
@@ -110,12 +109,11 @@ pub fn availability(
         let cordoned = inventory
             .nodes
             .iter()
-            .filter(|n| !n.schedulable && n.gpus.iter().any(identity))
-            .count();
-        let cordon_note = match cordoned {
-            0 => String::new(),
-            1 => "; 1 cordoned node has one".to_string(),
-            n => format!("; {n} cordoned nodes have one"),
+            .any(|n| !n.schedulable && n.gpus.iter().any(identity));
+        let cordon_note = if cordoned {
+            "; cordoned nodes have one"
+        } else {
+            ""
         };
         if let (None, Some(_)) = (&model, min_vram) {
             let largest = inventory
@@ -177,10 +175,9 @@ pub fn availability(
         })
         .collect();
     let affinity = node_affinity(&models, inventory);
+    // No node count (see `describe_present`): adding a fourth MI300X node changes no template.
     let message = format!(
-        "{} schedulable node{} with {}",
-        fitting.len(),
-        if fitting.len() == 1 { "" } else { "s" },
+        "schedulable nodes have {}",
         models.iter().cloned().collect::<Vec<_>>().join(", ")
     );
     Ok(Availability::Available {

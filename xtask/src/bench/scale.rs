@@ -1,226 +1,340 @@
-//! `cargo xtask bench scale`: an operator binary against the running test cluster with many templates
-//! that have static sources. Measures the time from operator start to all Ready, the most TCP
-//! connections it held to the API server at one instant, its peak resident memory and its CPU seconds.
+//! `cargo xtask bench scale`: many namespace templates with static sources, plus extra fake GPU nodes.
+//! Start-up: time from operator start to all Ready (counted by a watch), status and Event writes per
+//! template (from the API server's own `apiserver_request_total`), the most TCP connections the operator
+//! held to the API server at one instant, its peak RSS and CPU seconds. Idle: the operator restarted
+//! over the Ready templates writes nothing, and node updates that touch no GPU label reconcile no
+//! template (the operator's own `aim_reconciles_total`).
 
-use crate::testenv;
-use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use super::{AIM_GROUP, Cluster, Operator, Peaks, Requests, Sampler, watch};
+use anyhow::{Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub templates: usize,
+    pub namespaces: usize,
+    /// Extra fake GPU nodes.
+    pub nodes: usize,
+    /// Node updates that touch no GPU label, in the idle phase.
+    pub node_updates: usize,
+    pub operator: PathBuf,
+}
 
 /// What one run measured.
 #[derive(Debug, Default, Clone)]
 pub struct Figures {
     pub templates: usize,
     pub seconds_to_ready: f64,
-    pub max_connections: usize,
-    pub peak_rss_mib: f64,
+    pub status_writes_per_template: f64,
+    /// Event writes about the templates, per template.
+    pub event_writes_per_template: f64,
+    /// Every Event write the API server counted meanwhile (models' too).
+    pub all_event_writes: f64,
+    /// Writes of the template objects themselves (not their status).
+    pub template_writes: f64,
+    pub peaks: Peaks,
     pub cpu_seconds: f64,
+    /// CPU seconds of the API server and etcd while the operator started.
+    pub apiserver_cpu_seconds: f64,
+    pub etcd_cpu_seconds: f64,
+    pub load_before: f64,
+    /// Every write counter that moved during start-up.
+    pub writes: String,
+    /// Idle: after a restart over the Ready templates.
+    pub restart_seconds_to_settled: f64,
+    pub restart_reconciles: f64,
+    pub restart_writes: f64,
+    pub restart_event_writes: f64,
+    pub restart_peaks: Peaks,
+    /// Idle: node updates without GPU labels, and the template reconciles they caused.
+    pub node_updates: usize,
+    pub node_update_reconciles: f64,
+    pub node_update_seconds: f64,
+    /// The control: one GPU node added afterwards, and the reconciles and writes it caused.
+    pub control_reconciles: f64,
+    pub control_writes: f64,
 }
 
 impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.templates;
+        writeln!(
+            f,
+            "scale: {n} templates (load average {:.2} before)",
+            self.load_before
+        )?;
+        writeln!(
+            f,
+            "  start-up: all Ready {:.1} s after the operator started",
+            self.seconds_to_ready
+        )?;
+        writeln!(
+            f,
+            "  status writes per template {:.2}; Event writes per template {:.2} ({:.0} Event writes in all, models' included); template (non-status) writes {:.0}",
+            self.status_writes_per_template,
+            self.event_writes_per_template,
+            self.all_event_writes,
+            self.template_writes
+        )?;
+        writeln!(
+            f,
+            "  operator: at most {} connections to the API server; peak RSS {:.1} MiB; {:.1} CPU s",
+            self.peaks.connections, self.peaks.rss_mib, self.cpu_seconds
+        )?;
+        writeln!(
+            f,
+            "  kube-apiserver {:.1} CPU s, etcd {:.1} CPU s meanwhile",
+            self.apiserver_cpu_seconds, self.etcd_cpu_seconds
+        )?;
+        write!(f, "  writes counted by the API server:\n{}", self.writes)?;
+        writeln!(
+            f,
+            "  idle restart: {:.0} template reconciles, settled {:.1} s after start; {:.0} template writes, {:.0} Event writes; at most {} connections, peak RSS {:.1} MiB",
+            self.restart_reconciles,
+            self.restart_seconds_to_settled,
+            self.restart_writes,
+            self.restart_event_writes,
+            self.restart_peaks.connections,
+            self.restart_peaks.rss_mib
+        )?;
+        writeln!(
+            f,
+            "  idle node updates: {} updates without GPU labels in {:.1} s: {:.0} template reconciles",
+            self.node_updates, self.node_update_seconds, self.node_update_reconciles
+        )?;
         write!(
             f,
-            "{} templates Ready in {:.1} s; at most {} connections to the API server; peak RSS {:.0} MiB; {:.1} CPU s",
-            self.templates,
-            self.seconds_to_ready,
-            self.max_connections,
-            self.peak_rss_mib,
-            self.cpu_seconds
+            "  control: one GPU node added: {:.0} template reconciles, {:.0} template writes",
+            self.control_reconciles, self.control_writes
         )
     }
 }
 
-fn kubectl_apply(bin: &Path, yaml: &str) -> Result<()> {
-    let mut child = testenv::kubectl(bin)
-        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(yaml.as_bytes())?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("kubectl apply failed ({status})");
-    }
+/// Fails when the operator wrote or reconciled anything while idle, or when the control shows that
+/// the reconcile counter would have seen it.
+pub fn check(f: &Figures) -> Result<()> {
+    anyhow::ensure!(
+        f.restart_writes == 0.0 && f.restart_event_writes == 0.0,
+        "a restart over Ready templates wrote {} template and {} Event writes",
+        f.restart_writes,
+        f.restart_event_writes
+    );
+    anyhow::ensure!(
+        f.node_update_reconciles == 0.0,
+        "node updates without GPU labels caused {} template reconciles",
+        f.node_update_reconciles
+    );
+    anyhow::ensure!(
+        f.control_reconciles >= f.templates as f64 && f.control_writes == 0.0,
+        "the control (a GPU node added) caused {} reconciles and {} writes",
+        f.control_reconciles,
+        f.control_writes
+    );
     Ok(())
 }
 
-/// Namespaces `<prefix>-<n>`, one model each, and `templates` static templates spread over them.
-fn populate(bin: &Path, prefix: &str, templates: usize, namespaces: usize) -> Result<()> {
+/// Namespaces `<run>-<n>`, one model each, and `templates` static templates spread over them, labelled
+/// `bench.aim.test/run=<run>`.
+fn populate(cluster: &Cluster, run: &str, templates: usize, namespaces: usize) -> Result<()> {
     let mut yaml = String::new();
     for n in 0..namespaces {
         yaml += &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {prefix}-{n}\n---\n\
-             apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: {prefix}-{n}\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {run}-{n}\n---\n\
+             apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: {run}-{n}\n\
              spec:\n  image: example.test/aim:1\n  discovery:\n    extractMetadata: false\n    createServiceTemplates: false\n---\n"
         );
     }
-    kubectl_apply(bin, &yaml)?;
+    cluster.apply(&yaml)?;
     for chunk in (0..templates).collect::<Vec<_>>().chunks(500) {
         let mut yaml = String::new();
         for i in chunk {
             yaml += &format!(
-                "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: t{i}\n  namespace: {prefix}-{}\n\
+                "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: t{i}\n  namespace: {run}-{}\n\
+                 \x20 labels:\n    bench.aim.test/run: {run}\n\
                  spec:\n  modelName: m\n  hardware:\n    gpu:\n      model: MI300X\n      requests: 1\n\
                  \x20 modelSources:\n  - name: weights\n    sourceURI: hf://org/model-{i}\n    size: 16Gi\n---\n",
                 i % namespaces
             );
         }
-        kubectl_apply(bin, &yaml)?;
+        cluster.apply(&yaml)?;
     }
     Ok(())
 }
 
-fn ready_count(bin: &Path, prefix: &str) -> Result<usize> {
-    let out = testenv::kubectl(bin)
-        .args([
-            "get",
-            "aimservicetemplates",
-            "-A",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.namespace} {.status.status}{\"\\n\"}{end}",
-        ])
-        .output()?;
-    let ours = format!("{prefix}-");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&ours) && l.ends_with(" Ready"))
-        .count())
+/// Event writes (both APIs) among `r`.
+fn event_writes(r: &Requests) -> f64 {
+    r.writes("events.k8s.io", "events", "") + r.writes("", "events", "")
 }
 
-/// TCP connections of `pid` to `port` (established), from /proc.
-pub fn connections(pid: u32, port: u16) -> usize {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    let inodes: std::collections::HashSet<String> = fds
-        .flatten()
-        .filter_map(|f| std::fs::read_link(f.path()).ok())
-        .filter_map(|l| {
-            l.to_string_lossy()
-                .strip_prefix("socket:[")
-                .and_then(|s| s.strip_suffix(']'))
-                .map(str::to_string)
-        })
-        .collect();
-    let port_hex = format!(":{port:04X}");
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|s| s.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 9 && f[2].ends_with(&port_hex) && f[3] == "01" && inodes.contains(f[9])
-        })
-        .count()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn api_port() -> Result<u16> {
-    let text = std::fs::read_to_string(testenv::kubeconfig_path())?;
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server:"))
-        .context("no server in the kubeconfig")?
-        .trim();
-    server
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .context("no port in the server URL")
-}
-
-/// Runs `operator` (a built binary) against the cluster with `templates` static templates and
-/// measures it. The templates are deleted afterwards.
-pub fn run(operator: &Path, templates: usize, namespaces: usize) -> Result<Figures> {
-    let bin = testenv::ensure_binaries()?;
-    testenv::up()?;
-    let port = api_port()?;
-    let prefix = format!("scale-{}", std::process::id());
-    eprintln!("creating {templates} templates in {namespaces} namespaces {prefix}-*");
-    populate(&bin, &prefix, templates, namespaces)?;
-    let started = Instant::now();
-    let mut child: Child = Command::new(operator)
-        .env("KUBECONFIG", testenv::kubeconfig_path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", operator.display()))?;
-    let pid = child.id();
+pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let client = rt.block_on(xtask::support::client());
+    let api_port = cluster.api_port()?;
+    let run = format!("scale-{}", std::process::id());
+    eprintln!("creating {} fake GPU nodes", o.nodes);
+    cluster.gpu_nodes(o.nodes)?;
+    eprintln!(
+        "creating {} templates in {} namespaces {run}-*",
+        o.templates, o.namespaces
+    );
+    populate(cluster, &run, o.templates, o.namespaces)?;
+    let seen = watch::templates(&rt, client.clone(), &format!("bench.aim.test/run={run}"));
     let mut figures = Figures {
-        templates,
+        templates: o.templates,
+        node_updates: o.node_updates,
+        load_before: super::load_average(),
         ..Default::default()
     };
-    let mut last_check = Instant::now() - Duration::from_secs(1);
-    let result = loop {
-        figures.max_connections = figures.max_connections.max(connections(pid, port));
-        figures.peak_rss_mib = figures.peak_rss_mib.max(rss_kib(pid) as f64 / 1024.0);
-        if last_check.elapsed() >= Duration::from_millis(500) {
-            last_check = Instant::now();
-            if ready_count(&bin, &prefix)? >= templates {
-                figures.seconds_to_ready = started.elapsed().as_secs_f64();
-                break Ok(());
-            }
+
+    // Start-up.
+    let before = cluster.requests()?;
+    let cp_before = super::control_plane_cpu();
+    let log = super::workdir().join("bench-scale-operator.log");
+    let mut op = Operator::start(&o.operator, &[], &log)?;
+    let pid = Arc::new(AtomicU32::new(op.pid()));
+    let sampler = Sampler::start(pid.clone(), api_port);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        op.check_alive()?;
+        if seen.lock().unwrap().ready() >= o.templates {
+            break;
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            break Err(anyhow::anyhow!("not all Ready after 600 s"));
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} templates Ready after 600 s",
+                seen.lock().unwrap().ready(),
+                o.templates
+            );
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            break Err(anyhow::anyhow!("the operator exited: {status}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    figures.cpu_seconds = cpu_seconds(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    // Wait for the deletion, so that a following run does not share the API server with it.
-    let mut del = testenv::kubectl(&bin);
-    del.args(["delete", "namespace", "--wait=true", "--timeout=300s"]);
-    for n in 0..namespaces {
-        del.arg(format!("{prefix}-{n}"));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = del.output();
-    result?;
+    figures.seconds_to_ready = op.started.elapsed().as_secs_f64();
+    // Events are posted after the status write: let the last reconciles finish.
+    op.wait_reconciles_settle(Duration::from_secs(2), Duration::from_secs(120))?;
+    let after = cluster.requests()?;
+    let cp_after = super::control_plane_cpu();
+    figures.cpu_seconds = super::cpu_seconds(op.pid());
+    figures.peaks = sampler.finish();
+    let d = after.since(&before);
+    let n = o.templates as f64;
+    figures.status_writes_per_template = d.writes(AIM_GROUP, "aimservicetemplates", "status") / n;
+    let prefix = format!("{run}-");
+    figures.event_writes_per_template =
+        rt.block_on(super::template_event_writes(&client, |ns| {
+            ns.starts_with(&prefix)
+        }))? / n;
+    figures.all_event_writes = event_writes(&d);
+    figures.template_writes = d.writes(AIM_GROUP, "aimservicetemplates", "");
+    figures.writes = d.describe_writes();
+    let cpu = |name: &str| {
+        cp_after.get(name).copied().unwrap_or(0.0) - cp_before.get(name).copied().unwrap_or(0.0)
+    };
+    figures.apiserver_cpu_seconds = cpu("kube-apiserver");
+    figures.etcd_cpu_seconds = cpu("etcd");
+    eprintln!("start-up measured; restarting the operator over the Ready templates");
+
+    // Idle: a restart over the Ready templates.
+    op.stop();
+    let before = cluster.requests()?;
+    op.restart()?;
+    pid.store(op.pid(), std::sync::atomic::Ordering::Relaxed);
+    let sampler = Sampler::start(pid.clone(), api_port);
+    op.wait_ready(Duration::from_secs(120))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while op.template_reconciles().unwrap_or(0.0) < n {
+        op.check_alive()?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the restarted operator did not reconcile every template"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    figures.restart_reconciles =
+        op.wait_reconciles_settle(Duration::from_secs(2), Duration::from_secs(120))?;
+    figures.restart_seconds_to_settled = op.started.elapsed().as_secs_f64() - 2.0;
+    figures.restart_peaks = sampler.finish();
+    let d = cluster.requests()?.since(&before);
+    figures.restart_writes = d.all_writes(AIM_GROUP, "aimservicetemplates");
+    figures.restart_event_writes = event_writes(&d);
+
+    // Idle: node updates that touch no GPU label.
+    let nodes: Api<Node> = Api::all(client);
+    let names: Vec<String> = if o.nodes > 0 {
+        (0..o.nodes).map(|i| format!("bench-gpu-{i}")).collect()
+    } else {
+        ["mi300x-0", "mi300x-1", "mi325x-0", "cpu-0"]
+            .map(String::from)
+            .to_vec()
+    };
+    let r0 = op.template_reconciles().unwrap_or(0.0);
+    let started = Instant::now();
+    rt.block_on(touch_nodes(&nodes, &names, o.node_updates))?;
+    figures.node_update_seconds = started.elapsed().as_secs_f64();
+    let r1 = op.wait_reconciles_settle(Duration::from_secs(3), Duration::from_secs(60))?;
+    figures.node_update_reconciles = r1 - r0;
+
+    // The control: a GPU node added does wake the templates (and changes none of them).
+    let before = cluster.requests()?;
+    cluster.apply(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: bench-gpu-control\n\
+         \x20 annotations:\n    kwok.x-k8s.io/node: fake\n\
+         \x20 labels:\n    type: kwok\n    bench.aim.test/node: \"true\"\n    amd.com/gpu.device-id: \"74a1\"\n\
+         status:\n  allocatable: {amd.com/gpu: \"8\", cpu: \"64\", memory: 512Gi, pods: \"110\"}\n",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while op.template_reconciles().unwrap_or(0.0) < r1 + n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r2 = op.wait_reconciles_settle(Duration::from_secs(2), Duration::from_secs(120))?;
+    figures.control_reconciles = r2 - r1;
+    figures.control_writes = cluster
+        .requests()?
+        .since(&before)
+        .all_writes(AIM_GROUP, "aimservicetemplates");
+    op.stop();
+    let mut delete = cluster.kubectl();
+    delete.args(["delete", "namespace", "--wait=false"]);
+    delete.args((0..o.namespaces).map(|n| format!("{run}-{n}")));
+    let _ = delete.output();
+    let _ = cluster
+        .kubectl()
+        .args([
+            "delete",
+            "node",
+            "-l",
+            "bench.aim.test/node=true",
+            "--wait=false",
+        ])
+        .output();
     Ok(figures)
 }
 
-/// The operator binary of this workspace, built in release mode.
-pub fn build_operator() -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(testenv::workspace_root())
-        .args(["build", "--release", "-p", "aim-operator"])
-        .status()?;
-    if !status.success() {
-        bail!("building the operator failed ({status})");
+/// `updates` merge patches of a label no GPU inventory reads (`bench.aim.test/touch`), round-robin
+/// over `names`, eight at a time.
+async fn touch_nodes(api: &Api<Node>, names: &[String], updates: usize) -> Result<()> {
+    use futures::StreamExt;
+    let results: Vec<Result<Node, kube::Error>> = futures::stream::iter(0..updates)
+        .map(|i| {
+            let name = &names[i % names.len()];
+            let patch = serde_json::json!({"metadata": {"labels": {"bench.aim.test/touch": i.to_string()}}});
+            async move {
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for r in results {
+        r?;
     }
-    Ok(testenv::workspace_root().join("target/release/aim-operator"))
+    Ok(())
 }
