@@ -153,20 +153,26 @@ fn index(key: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Slots given to a template while an older one (one handed out later) still waited, not counting the
-/// first `LIMIT`, which go to whichever templates reconcile first when the operator starts.
-fn out_of_order(order: &[String]) -> usize {
-    let idx: Vec<usize> = order.iter().map(|k| index(k)).collect();
-    let mut later_min = usize::MAX;
-    let mut count = 0;
-    for i in (0..idx.len()).rev() {
-        if i >= LIMIT && idx[i] > later_min {
-            count += 1;
-        }
-        later_min = later_min.min(idx[i]);
-    }
-    count
+/// Slots given to a template while an older one still waited and got its own only later, not counting
+/// the first `LIMIT`, which go to whichever templates reconcile first when the operator starts. Slots
+/// freed together are handed out together and their Jobs created concurrently, so the watch sees one
+/// burst in any order: an older template's Job seen up to `BURST` later does not count.
+fn out_of_order(order: &[(String, Instant)]) -> usize {
+    order
+        .iter()
+        .enumerate()
+        .skip(LIMIT)
+        .filter(|(_, (key, at))| {
+            let i = index(key);
+            order
+                .iter()
+                .any(|(k, t)| index(k) < i && t.saturating_duration_since(*at) > BURST)
+        })
+        .count()
 }
+
+/// See [`out_of_order`].
+const BURST: Duration = Duration::from_millis(1500);
 
 /// How far each waiting template's `queuePosition` lags behind the truth: a template waits while it
 /// has had no Job and is not Ready; its true position is 1 + the older templates that wait. A reported
@@ -380,13 +386,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn out_of_order_ignores_the_first_slots_and_counts_younger_before_older() {
-        let keys =
-            |v: &[usize]| -> Vec<String> { v.iter().map(|i| format!("ns/t{i:04}")).collect() };
+    fn out_of_order_ignores_the_first_slots_and_bursts_and_counts_younger_before_older() {
+        let t0 = Instant::now();
+        let seq = |v: &[usize], gap_ms: u64| -> Vec<(String, Instant)> {
+            v.iter()
+                .enumerate()
+                .map(|(n, i)| {
+                    (
+                        format!("ns/t{i:04}"),
+                        t0 + Duration::from_millis(n as u64 * gap_ms),
+                    )
+                })
+                .collect()
+        };
         let in_order: Vec<usize> = (0..20).rev().take(10).chain(0..10).collect();
-        assert_eq!(out_of_order(&keys(&in_order)), 0);
+        assert_eq!(out_of_order(&seq(&in_order, 1000)), 0);
         let mut swapped: Vec<usize> = (0..20).collect();
-        swapped.swap(12, 13);
-        assert_eq!(out_of_order(&keys(&swapped)), 1);
+        swapped.swap(12, 14);
+        assert_eq!(
+            out_of_order(&seq(&swapped, 1000)),
+            1,
+            "t14 before t12, 2 s apart"
+        );
+        assert_eq!(out_of_order(&seq(&swapped, 100)), 0, "one burst");
     }
 }

@@ -129,8 +129,8 @@ pub struct Jobs {
     pub max_active: usize,
     /// The most active at one instant for one template, and which.
     pub max_per_template: (usize, String),
-    /// Templates in the order their first Job was seen (the order slots were handed out).
-    pub first_job_order: Vec<String>,
+    /// Templates in the order their first Job was seen (the order slots were handed out), and when.
+    pub first_job_order: Vec<(String, std::time::Instant)>,
     /// Every Job ever seen (`namespace/name`), and the templates that had one.
     pub created: BTreeSet<String>,
     pub templates_with_job: BTreeSet<String>,
@@ -180,7 +180,8 @@ impl Jobs {
             return;
         };
         if self.created.insert(key.clone()) && self.templates_with_job.insert(template.clone()) {
-            self.first_job_order.push(template.clone());
+            self.first_job_order
+                .push((template.clone(), std::time::Instant::now()));
         }
         let active = match (&mut self.relisting, relist) {
             (Some(next), true) => next,
