@@ -117,9 +117,16 @@ impl DiscoveryQueue {
             );
             SlotRequest::Granted
         } else {
-            self.told.insert(template_key.to_string(), position);
+            // A waiter keeps the position it was told until `stale_positions` names it: every status
+            // write wakes its template again, and answering with the live rank would rewrite a waiter
+            // each time the queue moved between two of its own reconciles (17.7 status writes per
+            // template while 200 drained, instead of one per refresh).
+            let told = *self
+                .told
+                .entry(template_key.to_string())
+                .or_insert(position);
             SlotRequest::Waiting {
-                position,
+                position: told,
                 max: self.max,
             }
         }
@@ -221,6 +228,15 @@ mod tests {
                 max: 2
             }
         );
+        // t4 is older: t5 is now second, and is told so at the next refresh, not on every request.
+        assert_eq!(
+            q.request("t5", 5, "j5", live),
+            SlotRequest::Waiting {
+                position: 1,
+                max: 2
+            }
+        );
+        assert_eq!(q.stale_positions(), vec!["t5".to_string()]);
         assert_eq!(
             q.request("t5", 5, "j5", live),
             SlotRequest::Waiting {
