@@ -321,14 +321,12 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    // Managed fields are dropped before the store keeps a template: nothing reads them, and with
-    // server-side apply they are a large part of each object (5,000 templates: peak RSS 159 MiB with
-    // them). The backoff keeps an unreachable API server from being retried in a tight loop.
+    // Managed fields (and kubectl's copy of the last applied object) are dropped before the store
+    // keeps a template: nothing reads them, and they are a large part of each object (5,000
+    // templates: peak RSS 159 MiB with them). The backoff keeps an unreachable API server from being retried in a tight loop.
     let stream = reflector::reflector(
         writer,
-        watcher(api, wc)
-            .default_backoff()
-            .modify(|t| t.managed_fields_mut().clear()),
+        watcher(api, wc).default_backoff().modify(watches::trim),
     )
     .inspect(move |event| {
         if let Ok(

@@ -114,6 +114,15 @@ enum Change<K> {
     Relisted,
 }
 
+/// What no decision reads and the stores need not keep: managed fields, and the copy of the whole
+/// object that `kubectl apply` leaves in an annotation.
+pub(crate) fn trim<K: Resource>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// A reflected watch.
 fn watch<K>(
     api: Api<K>,
@@ -125,7 +134,7 @@ where
 {
     watcher(api, wc)
         .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
         .filter_map(|ev| async move {
             match ev {
