@@ -118,7 +118,9 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
             println!("{f}");
             discovery::check(&f, false)?;
             let (f, report) =
-                chaos::run(&cluster, &chaos_options(40, "2s".into(), 2, None, operator))?;
+                // 60 templates: the API server restart comes at most ~16 s in (two kills, each up to 5 s
+                // after a restart up to 1 s after a kill), and the run must not have drained by then.
+                chaos::run(&cluster, &chaos_options(60, "2s".into(), 2, None, operator))?;
             println!("{f}\n{report}");
             discovery::check(&f, false)?;
             println!("bench smoke: scale, discovery and chaos correct");
