@@ -160,19 +160,6 @@ fn template_of(j: &Job) -> Option<String> {
     ))
 }
 
-/// The operator's own definition: not being deleted, not Complete or Failed.
-fn is_active(job: &Job) -> bool {
-    job.metadata.deletion_timestamp.is_none()
-        && !job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-            })
-}
-
 impl Jobs {
     fn seen(&mut self, j: &Job, relist: bool) {
         let key = job_key(j);
@@ -187,7 +174,7 @@ impl Jobs {
             (Some(next), true) => next,
             _ => &mut self.active,
         };
-        if is_active(j) {
+        if aim_resolve::children::job_is_active(j) {
             active.insert(key, template);
         } else {
             active.remove(&key);

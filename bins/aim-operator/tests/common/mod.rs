@@ -351,16 +351,9 @@ pub struct JobWatch {
     pub created: Vec<String>,
 }
 
+/// The operator's own definition (a discovery slot is held until the Job finished or is being deleted).
 pub fn active(job: &Job) -> bool {
-    job.metadata.deletion_timestamp.is_none()
-        && !job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-            })
+    aim_resolve::children::job_is_active(job)
 }
 
 pub fn spawn_job_watch(client: kube::Client) -> Arc<Mutex<JobWatch>> {
