@@ -14,7 +14,6 @@ use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,7 +112,7 @@ pub struct Context {
     pub stores: Stores,
     pub queue: Mutex<DiscoveryQueue>,
     pub waker: Waker,
-    pub recorder: Recorder,
+    pub recorder: crate::events::EventPublisher,
     pub metrics: crate::metrics::Metrics,
     /// Last status written per template UID, with the resourceVersion the write produced: a reconcile
     /// that runs before the watch delivers our own write uses this instead of the older cached status.
@@ -151,12 +150,10 @@ impl Context {
         };
         let (stores, writers) = watches::stores(templates, cluster_templates);
         let ctx = Arc::new(Self {
-            recorder: Recorder::new(
+            recorder: crate::events::EventPublisher::new(
                 client.clone(),
-                Reporter {
-                    controller: crate::FIELD_MANAGER.into(),
-                    instance: std::env::var("POD_NAME").ok(),
-                },
+                crate::FIELD_MANAGER,
+                std::env::var("POD_NAME").ok(),
             ),
             client,
             metrics: crate::metrics::Metrics::default(),

@@ -5,6 +5,7 @@ mod caches;
 mod client;
 mod context;
 mod error;
+mod events;
 mod kinds;
 mod leader;
 mod logs;
@@ -98,7 +99,11 @@ pub async fn run(
         Ok(v) => tracing::info!(version = %v.git_version, "API server reached"),
         Err(e) => tracing::warn!(error = %e, "API server not reached yet; the watches retry"),
     }
-    let wc = watcher::Config::default().any_semantic();
+    // Lists of 100 rather than kube's 500: each page is held twice while it is read (the text, then
+    // every object with its managed fields) next to the store being filled. A restart over 5,000 Ready
+    // templates peaked at 83.5 MiB RSS with pages of 500; the 50 requests instead of 10 cost nothing
+    // noticeable.
+    let wc = watcher::Config::default().any_semantic().page_size(100);
     let config = kube::runtime::controller::Config::default()
         .debounce(Duration::from_millis(100))
         .concurrency(settings.max_concurrent_reconciles.max(1));

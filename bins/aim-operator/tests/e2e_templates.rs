@@ -362,6 +362,47 @@ async fn absent_gpus_are_not_available_and_recover_when_a_node_appears() {
         phase(TemplatePhase::NotAvailable),
     )
     .await;
+
+    // T-31: the node comes back, and the template is Ready again. The second Ready is the same event as
+    // the first (same reason and note, minutes apart at most): one Event object whose series counts 2,
+    // as `kubectl describe` shows it, not a second object.
+    nodes.create(&Default::default(), &node).await.unwrap();
+    wait_for(
+        &api,
+        "mi210",
+        "Ready again",
+        WAIT,
+        phase(TemplatePhase::Ready),
+    )
+    .await;
+    nodes.delete(&node_name, &Default::default()).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let ready_events = || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("Ready")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("mi210")
+            })
+            .map(|e| e.series.map(|s| s.count).unwrap_or(1))
+            .collect::<Vec<_>>()
+    };
+    // The event follows the status write; give it the usual time.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut counts = ready_events().await;
+    while counts != [2] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        counts = ready_events().await;
+    }
+    assert_eq!(
+        counts,
+        [2],
+        "one Ready event with a series of two (counts per Event object)"
+    );
 }
 
 #[tokio::test]

@@ -784,3 +784,18 @@ pub async fn template_event_writes(
         .sum::<f64>()
         + 0.0)
 }
+
+/// Every Event write the operator made that is still stored, in any namespace and about any object:
+/// each Event it reported counts once, plus its series repeats. The difference of two readings is
+/// what it wrote in between, without the other components' Events that the API server's counter holds.
+pub async fn operator_event_writes(client: &kube::Client) -> Result<f64> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client.clone());
+    let list = events.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("aim-operator"))
+        .map(|e| e.series.as_ref().map_or(1.0, |s| f64::from(s.count.max(1))))
+        .sum::<f64>()
+        + 0.0)
+}

@@ -94,7 +94,7 @@ impl std::fmt::Display for Figures {
         write!(f, "  writes counted by the API server:\n{}", self.writes)?;
         writeln!(
             f,
-            "  idle restart: {:.0} template reconciles, settled {:.1} s after start; {:.0} template writes, {:.0} Event writes; at most {} connections, peak RSS {:.1} MiB",
+            "  idle restart: {:.0} template reconciles, settled {:.1} s after start; {:.0} template writes, {:.0} Events from the operator; at most {} connections, peak RSS {:.1} MiB",
             self.restart_reconciles,
             self.restart_seconds_to_settled,
             self.restart_writes,
@@ -244,6 +244,7 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
     // Idle: a restart over the Ready templates.
     op.stop();
     let before = cluster.requests()?;
+    let events_before = rt.block_on(super::operator_event_writes(&client))?;
     op.restart()?;
     pid.store(op.pid(), std::sync::atomic::Ordering::Relaxed);
     let sampler = Sampler::start(pid.clone(), api_port);
@@ -263,10 +264,11 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
     figures.restart_peaks = sampler.finish();
     let d = cluster.requests()?.since(&before);
     figures.restart_writes = d.all_writes(AIM_GROUP, "aimservicetemplates");
-    figures.restart_event_writes = event_writes(&d);
+    figures.restart_event_writes =
+        rt.block_on(super::operator_event_writes(&client))? - events_before;
 
     // Idle: node updates that touch no GPU label.
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = if o.nodes > 0 {
         (0..o.nodes).map(|i| format!("bench-gpu-{i}")).collect()
     } else {
