@@ -372,15 +372,23 @@ pub fn spawn(
         w.volume_events,
         template_changes,
     );
-    // T-23: waiting templates whose queue position moved are rewritten, at most every few seconds
-    // each, never on every hand-off.
+    // T-23: waiting templates whose queue position moved are rewritten, each at most every
+    // POSITION_REFRESH, never on every hand-off. A few at a time, every POSITION_TICK: woken all at
+    // once, a few hundred rewrites filled the controller's queue, which releases what waits in no
+    // particular order, and a template just given a slot could wait behind them all.
     let c = ctx.clone();
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POSITION_REFRESH);
+        let mut tick = tokio::time::interval(POSITION_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let spacing = (POSITION_REFRESH.as_millis() / POSITION_TICK.as_millis()) as u64;
+        let per_tick = usize::from(c.settings.max_concurrent_reconciles).max(1);
         loop {
             tick.tick().await;
-            let stale = c.queue.lock().expect("queue lock").stale_positions();
+            let stale = c
+                .queue
+                .lock()
+                .expect("queue lock")
+                .stale_positions(per_tick, spacing);
             for key in stale {
                 c.waker.wake_key(&key);
             }
@@ -389,10 +397,12 @@ pub fn spawn(
     tasks
 }
 
-/// How often waiting templates' queue positions are brought up to date. Each refresh writes every
-/// waiter whose rank changed, and while a queue drains that is nearly all of them: `cargo xtask bench
-/// discovery` (200 templates, 2 s dry-runs) made 25.6 status writes per template with 2 s.
+/// How often, at most, a waiting template's queue position is rewritten. While a queue drains nearly
+/// every waiter's rank changes at each hand-off: `cargo xtask bench discovery` (200 templates, 2 s
+/// dry-runs) made 25.6 status writes per template with 2 s.
 pub const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a few waiters' positions are refreshed (as many as reconciles may run at once).
+const POSITION_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Gives back the slots of Jobs that the API server says are gone.
 async fn verify_unseen_slots(ctx: &Context) {

@@ -37,8 +37,17 @@ pub struct DiscoveryQueue {
     active: BTreeMap<String, (String, Held)>,
     /// (creation time in seconds, template key).
     waiting: BTreeSet<(i64, String)>,
-    /// The position each waiting template was last told (what its status says).
-    told: BTreeMap<String, usize>,
+    /// The position each waiting template was last told (what its status says), and in which round
+    /// of [`stale_positions`](Self::stale_positions).
+    told: BTreeMap<String, Told>,
+    /// Rounds of `stale_positions` so far.
+    rounds: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    position: usize,
+    round: u64,
 }
 
 impl DiscoveryQueue {
@@ -48,6 +57,7 @@ impl DiscoveryQueue {
             active: BTreeMap::new(),
             waiting: BTreeSet::new(),
             told: BTreeMap::new(),
+            rounds: 0,
         }
     }
 
@@ -121,12 +131,13 @@ impl DiscoveryQueue {
             // write wakes its template again, and answering with the live rank would rewrite a waiter
             // each time the queue moved between two of its own reconciles (17.7 status writes per
             // template while 200 drained, instead of one per refresh).
-            let told = *self
+            let round = self.rounds;
+            let told = self
                 .told
                 .entry(template_key.to_string())
-                .or_insert(position);
+                .or_insert(Told { position, round });
             SlotRequest::Waiting {
-                position: told,
+                position: told.position,
                 max: self.max,
             }
         }
@@ -180,23 +191,41 @@ impl DiscoveryQueue {
             .collect()
     }
 
-    /// Waiting templates whose status shows a position that is no longer theirs (others got slots or
-    /// left). Each is marked as told, so the caller wakes it once to rewrite its position.
-    pub fn stale_positions(&mut self) -> Vec<String> {
-        let current: Vec<(String, usize)> = self
+    /// One round of refreshing positions: at most `limit` waiting templates whose status shows a
+    /// position that is no longer theirs (others got slots or left) and that were last told at least
+    /// `spacing` rounds ago; those told longest ago first, then the oldest. Each is marked as told, so
+    /// the caller wakes it once to rewrite its position.
+    ///
+    /// Called often with a small limit, this spreads the rewrites: the controller's queue never holds
+    /// a few hundred of them at once, among which a template just given a slot would wait its turn in
+    /// no particular order. `spacing` keeps each waiter to one rewrite per so many rounds.
+    pub fn stale_positions(&mut self, limit: usize, spacing: u64) -> Vec<String> {
+        self.rounds += 1;
+        let now = self.rounds;
+        let mut stale: Vec<(u64, usize, &String)> = self
             .waiting
             .iter()
             .enumerate()
-            .map(|(i, (_, k))| (k.clone(), i + 1))
+            .filter_map(|(i, (_, k))| match self.told.get(k) {
+                Some(t) if t.position == i + 1 || t.round + spacing > now => None,
+                Some(t) => Some((t.round, i + 1, k)),
+                None => Some((0, i + 1, k)),
+            })
             .collect();
-        let mut stale = Vec::new();
-        for (key, position) in current {
-            if self.told.get(&key) != Some(&position) {
-                self.told.insert(key.clone(), position);
-                stale.push(key);
-            }
+        stale.sort();
+        stale.truncate(limit);
+        let stale: Vec<(String, usize)> =
+            stale.into_iter().map(|(_, p, k)| (k.clone(), p)).collect();
+        for (key, position) in &stale {
+            self.told.insert(
+                key.clone(),
+                Told {
+                    position: *position,
+                    round: now,
+                },
+            );
         }
-        stale
+        stale.into_iter().map(|(k, _)| k).collect()
     }
 }
 
@@ -236,7 +265,7 @@ mod tests {
                 max: 2
             }
         );
-        assert_eq!(q.stale_positions(), vec!["t5".to_string()]);
+        assert_eq!(q.stale_positions(usize::MAX, 0), vec!["t5".to_string()]);
         assert_eq!(
             q.request("t5", 5, "j5", live),
             SlotRequest::Waiting {
@@ -275,6 +304,56 @@ mod tests {
         // b is deleted while waiting: c is next.
         assert_eq!(q.release("ja", |k| k != "b"), vec!["c".to_string()]);
         assert_eq!(q.request("c", 3, "jc", |k| k != "b"), SlotRequest::Granted);
+    }
+
+    #[test]
+    fn a_limited_refresh_takes_those_told_longest_ago_first() {
+        // T-23: 6 waiters behind one slot; each round may rewrite 2 of them.
+        let mut q = DiscoveryQueue::new(1);
+        assert_eq!(q.request("t0", 0, "j0", live), SlotRequest::Granted);
+        for i in 1..=6 {
+            q.request(&format!("t{i}"), i, &format!("j{i}"), live);
+        }
+        assert!(q.stale_positions(2, 0).is_empty(), "all told correctly");
+        // t1 takes the slot: everyone behind it moves up.
+        q.release("j0", live);
+        assert_eq!(q.request("t1", 1, "j1", live), SlotRequest::Granted);
+        assert_eq!(q.stale_positions(2, 0), vec!["t2", "t3"]);
+        // t2 moves again before the others were told: those told longest ago still come first.
+        q.release("j1", live);
+        assert_eq!(q.request("t2", 2, "j2", live), SlotRequest::Granted);
+        assert_eq!(q.stale_positions(2, 0), vec!["t4", "t5"]);
+        assert_eq!(q.stale_positions(2, 0), vec!["t6", "t3"]);
+        assert!(q.stale_positions(2, 0).is_empty(), "every waiter told");
+        assert_eq!(
+            q.request("t6", 6, "j6", live),
+            SlotRequest::Waiting {
+                position: 4,
+                max: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_waiter_is_rewritten_at_most_once_per_spacing() {
+        // T-23: not on every hand-off.
+        let mut q = DiscoveryQueue::new(1);
+        assert_eq!(q.request("t0", 0, "j0", live), SlotRequest::Granted);
+        q.request("t1", 1, "j1", live);
+        q.request("t2", 2, "j2", live);
+        q.release("j0", live);
+        assert_eq!(q.request("t1", 1, "j1", live), SlotRequest::Granted);
+        // t2 was told in round 0; with a spacing of 3 rounds it is rewritten in round 3, not before.
+        assert!(q.stale_positions(10, 3).is_empty(), "round 1");
+        assert!(q.stale_positions(10, 3).is_empty(), "round 2");
+        assert_eq!(q.stale_positions(10, 3), vec!["t2"], "round 3");
+        q.request("t3", 3, "j3", live);
+        q.release("j1", live);
+        assert_eq!(q.request("t2", 2, "j2", live), SlotRequest::Granted);
+        // t3 (told in round 3) moved up at once, but waits out the spacing too.
+        assert!(q.stale_positions(10, 3).is_empty(), "round 4");
+        assert!(q.stale_positions(10, 3).is_empty(), "round 5");
+        assert_eq!(q.stale_positions(10, 3), vec!["t3"], "round 6");
     }
 
     #[test]

@@ -140,14 +140,17 @@ fn queue_positions_are_refreshed_when_others_move_on() {
             }
         );
     }
-    assert!(q.stale_positions().is_empty(), "everyone knows their place");
+    assert!(
+        q.stale_positions(usize::MAX, 0).is_empty(),
+        "everyone knows their place"
+    );
     assert_eq!(q.release("j0", live), vec!["t1".to_string()]);
     assert_eq!(q.request("t1", 1, "j1", live), SlotRequest::Granted);
     assert_eq!(
-        q.stale_positions(),
+        q.stale_positions(usize::MAX, 0),
         vec!["t2".to_string(), "t3".to_string()]
     );
-    assert!(q.stale_positions().is_empty(), "named once");
+    assert!(q.stale_positions(usize::MAX, 0).is_empty(), "named once");
     assert_eq!(
         q.request("t3", 3, "j3", live),
         SlotRequest::Waiting {
