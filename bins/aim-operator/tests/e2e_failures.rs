@@ -260,47 +260,22 @@ async fn a_refused_job_is_a_visible_failed_attempt_not_a_hot_loop() {
 }
 
 /// Waits until the template's Warning events satisfy `done` (events are posted right after the status
-/// write, so a test that saw the status may list them a moment early).
+/// write, so a test that saw the status may list them a moment early): (reason, note, series count).
 async fn wait_warnings(
     ns: &TestNamespace,
     name: &str,
     done: impl Fn(&[(String, String, i32)]) -> bool,
 ) -> Vec<(String, String, i32)> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let w = warning_events(ns, name).await;
-        if done(&w) {
-            return w;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for Warning events; have {w:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Warning events of a template: (reason, note, series count).
-async fn warning_events(ns: &TestNamespace, name: &str) -> Vec<(String, String, i32)> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.type_.as_deref() == Some("Warning")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .map(|e| {
-            (
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-                e.series.map(|s| s.count).unwrap_or(1),
-            )
-        })
-        .collect()
+    let warnings = |events: &[(String, String, String, i32)]| -> Vec<(String, String, i32)> {
+        events
+            .iter()
+            .filter(|(type_, ..)| type_ == "Warning")
+            .map(|(_, reason, note, count)| (reason.clone(), note.clone(), *count))
+            .collect()
+    };
+    let w = warnings(&events_of(ns, name, WAIT, |l| done(&warnings(l))).await);
+    assert!(done(&w), "timed out waiting for Warning events; have {w:?}");
+    w
 }
 
 #[tokio::test]

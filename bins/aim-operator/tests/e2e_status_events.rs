@@ -7,52 +7,13 @@ mod common;
 use aim_api::conditions::{reasons, types};
 use aim_api::*;
 use common::*;
-use futures::TryStreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::BTreeMap;
+use kube::api::ListParams;
 use std::time::Duration;
-use xtask::support::{TestNamespace, WAIT, wait_for};
+use xtask::support::{WAIT, wait_for};
 
 /// How long a settled namespace is watched for events that should not come.
 const QUIET: Duration = Duration::from_secs(4);
-
-/// Every event of the namespace's template `name`, collected from a watch until `until` holds for the
-/// list or `window` passes without it: (type, reason, note, series count).
-async fn events_of(
-    ns: &TestNamespace,
-    name: &str,
-    window: Duration,
-    until: impl Fn(&[(String, String, String, i32)]) -> bool,
-) -> Vec<(String, String, String, i32)> {
-    let api: Api<Event> = ns.api();
-    let mut seen: BTreeMap<String, (String, String, String, i32)> = BTreeMap::new();
-    let collect = async {
-        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
-        while let Some(e) = stream.try_next().await.unwrap() {
-            if e.regarding.as_ref().and_then(|r| r.name.as_deref()) != Some(name) {
-                continue;
-            }
-            seen.insert(
-                e.metadata.name.clone().unwrap_or_default(),
-                (
-                    e.type_.clone().unwrap_or_default(),
-                    e.reason.clone().unwrap_or_default(),
-                    e.note.clone().unwrap_or_default(),
-                    e.series.as_ref().map(|s| s.count).unwrap_or(1),
-                ),
-            );
-            let list: Vec<_> = seen.values().cloned().collect();
-            if until(&list) {
-                return;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(window, collect).await;
-    seen.into_values().collect()
-}
 
 #[tokio::test]
 async fn a_static_template_records_exactly_one_event_and_none_after_settling() {

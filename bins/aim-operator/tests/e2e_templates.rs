@@ -376,32 +376,19 @@ async fn absent_gpus_are_not_available_and_recover_when_a_node_appears() {
     )
     .await;
     nodes.delete(&node_name, &Default::default()).await.unwrap();
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    let ready_events = || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.reason.as_deref() == Some("Ready")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("mi210")
-            })
-            .map(|e| e.series.map(|s| s.count).unwrap_or(1))
-            .collect::<Vec<_>>()
-    };
     // The event follows the status write; give it the usual time.
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut counts = ready_events().await;
-    while counts != [2] && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        counts = ready_events().await;
-    }
+    let ready_counts = |events: &[(String, String, String, i32)]| -> Vec<i32> {
+        events
+            .iter()
+            .filter(|(_, reason, _, _)| reason == "Ready")
+            .map(|(_, _, _, count)| *count)
+            .collect()
+    };
+    let events = events_of(&ns, "mi210", WAIT, |l| ready_counts(l) == [2]).await;
     assert_eq!(
-        counts,
+        ready_counts(&events),
         [2],
-        "one Ready event with a series of two (counts per Event object)"
+        "one Ready event with a series of two (counts per Event object): {events:#?}"
     );
 }
 

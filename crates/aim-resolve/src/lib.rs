@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod children;
 pub mod conditions;
+pub mod events;
 pub mod model;
 pub mod queue;
 pub mod runtime_config;

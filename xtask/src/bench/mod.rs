@@ -764,37 +764,41 @@ impl Rng {
     }
 }
 
-/// Event writes about namespace templates in the namespaces `ns` accepts: each Event object is one
-/// create, and each repeat counted in its series one patch. (The API server's counter covers every
-/// Event; this tells the templates' from, say, their models'.)
+/// Event writes about namespace templates in the namespaces `ns` accepts. (The API server's counter
+/// covers every Event; this tells the templates' from, say, their models'.)
 pub async fn template_event_writes(
     client: &kube::Client,
     ns: impl Fn(&str) -> bool,
+) -> Result<f64> {
+    stored_event_writes(client, |e| {
+        e.metadata.namespace.as_deref().is_some_and(&ns)
+            && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AIMServiceTemplate")
+    })
+    .await
+}
+
+/// Every Event write the operator made that is still stored, in any namespace and about any object.
+/// The difference of two readings is what it wrote in between, without the other components' Events
+/// that the API server's counter holds.
+pub async fn operator_event_writes(client: &kube::Client) -> Result<f64> {
+    stored_event_writes(client, |e| {
+        e.reporting_controller.as_deref() == Some("aim-operator")
+    })
+    .await
+}
+
+/// The writes behind the stored Events that `keep` accepts: each Event object is one create, and each
+/// repeat counted in its series one patch.
+async fn stored_event_writes(
+    client: &kube::Client,
+    keep: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
 ) -> Result<f64> {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client.clone());
     let list = events.list(&kube::api::ListParams::default()).await?;
     Ok(list
         .items
         .iter()
-        .filter(|e| e.metadata.namespace.as_deref().is_some_and(&ns))
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AIMServiceTemplate")
-        })
-        .map(|e| e.series.as_ref().map_or(1.0, |s| f64::from(s.count.max(1))))
-        .sum::<f64>()
-        + 0.0)
-}
-
-/// Every Event write the operator made that is still stored, in any namespace and about any object:
-/// each Event it reported counts once, plus its series repeats. The difference of two readings is
-/// what it wrote in between, without the other components' Events that the API server's counter holds.
-pub async fn operator_event_writes(client: &kube::Client) -> Result<f64> {
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client.clone());
-    let list = events.list(&kube::api::ListParams::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("aim-operator"))
+        .filter(|e| keep(e))
         .map(|e| e.series.as_ref().map_or(1.0, |s| f64::from(s.count.max(1))))
         .sum::<f64>()
         + 0.0)

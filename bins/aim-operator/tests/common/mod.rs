@@ -462,3 +462,39 @@ pub async fn model_m(ns: &TestNamespace, env: serde_json::Value) {
     )
     .await;
 }
+
+/// Every event of the namespace's template `name`, collected from a watch until `until` holds for the
+/// list or `window` passes without it: (type, reason, note, series count).
+pub async fn events_of(
+    ns: &TestNamespace,
+    name: &str,
+    window: Duration,
+    until: impl Fn(&[(String, String, String, i32)]) -> bool,
+) -> Vec<(String, String, String, i32)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut seen: std::collections::BTreeMap<String, (String, String, String, i32)> =
+        std::collections::BTreeMap::new();
+    let collect = async {
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+        while let Some(e) = stream.try_next().await.unwrap() {
+            if e.regarding.as_ref().and_then(|r| r.name.as_deref()) != Some(name) {
+                continue;
+            }
+            seen.insert(
+                e.metadata.name.clone().unwrap_or_default(),
+                (
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.note.clone().unwrap_or_default(),
+                    e.series.as_ref().map(|s| s.count).unwrap_or(1),
+                ),
+            );
+            let list: Vec<_> = seen.values().cloned().collect();
+            if until(&list) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(window, collect).await;
+    seen.into_values().collect()
+}
