@@ -67,15 +67,16 @@ fn encode(inputs: &DiscoveryInputs, version: &str) -> String {
         enc.field("activeDeadlineSeconds", Some(&deadline));
     }
     let digest = enc.hasher.finalize();
-    to_hex(&digest[..INPUTS_HASH_LEN / 2])
+    hex(&digest[..INPUTS_HASH_LEN / 2])
 }
 
 /// 8 lowercase hex characters of the SHA-256 of `text`; used to keep shortened names apart.
 pub(crate) fn short_hash(text: &str) -> String {
-    to_hex(&Sha256::digest(text.as_bytes())[..4])
+    hex(&Sha256::digest(text.as_bytes())[..4])
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lower-case hex of the bytes, two characters a byte (every hash in names and annotations).
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

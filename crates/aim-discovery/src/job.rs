@@ -2,11 +2,11 @@
 
 use crate::inputs::DiscoveryInputs;
 use crate::name::{job_name, template_label_value};
+use crate::security::{restricted_container_security_context, restricted_pod_security_context};
 use aim_api::labels;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -164,16 +164,10 @@ fn pod_spec(inputs: &DiscoveryInputs) -> PodSpec {
         service_account_name: inputs.effective_service_account().map(str::to_string),
         image_pull_secrets: (!inputs.image_pull_secrets.is_empty())
             .then(|| inputs.image_pull_secrets.clone()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(DISCOVERY_UID),
-            run_as_group: Some(DISCOVERY_GID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(restricted_pod_security_context(
+            DISCOVERY_UID,
+            DISCOVERY_GID,
+        )),
         containers: vec![container(inputs)],
         ..PodSpec::default()
     }
@@ -203,19 +197,7 @@ fn container(inputs: &DiscoveryInputs) -> Container {
         args: Some(DRY_RUN_ARGS.iter().map(|a| a.to_string()).collect()),
         env: Some(discovery_env(inputs)),
         resources: Some(inputs.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security_context()),
         // A failed dry-run's last log lines end up in the pod status, for the failure message (T-20).
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()

@@ -17,9 +17,10 @@ mod name;
 mod parse;
 mod result;
 mod scan;
+pub mod security;
 
 pub use error::ParseError;
-pub use hash::{INPUTS_HASH_LEN, INPUTS_HASH_VERSION, inputs_hash, legacy_inputs_hash};
+pub use hash::{INPUTS_HASH_LEN, INPUTS_HASH_VERSION, hex, inputs_hash, legacy_inputs_hash};
 pub use inputs::{DiscoveryInputs, TEMPLATE_API_VERSION};
 pub use job::{
     ANNOTATION_INPUTS_HASH, ANNOTATION_TEMPLATE_NAME, CONTAINER_NAME, DISCOVERY_GID, DISCOVERY_UID,

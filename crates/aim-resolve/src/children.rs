@@ -1,10 +1,13 @@
-//! Which objects belong to a template and what they say: the answers the operator needs before it
-//! routes a watch event or reads a log, kept here so that they are decided (and tested) without I/O.
+//! Which objects belong to a template, which Job holds a discovery slot and which pod's log is the
+//! result (T-11, T-13, T-17, T-23): the answers the operator needs before it routes a watch event or
+//! reads a log, kept here so that they are decided (and tested) without I/O. What a Job's pods say is
+//! read in `common`.
 
+use crate::common::{job_has, owned_by, pod_phase, pods_of};
 use aim_api::{ServiceTemplateCommon, ServiceTemplateStatus, TemplateScope, labels};
 use aim_discovery::ANNOTATION_TEMPLATE_NAME;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// A template named by scope, namespace (namespace templates only) and name.
@@ -88,21 +91,7 @@ pub fn job_key(job: &Job) -> String {
 
 /// Whether a pod is owned by one of these Jobs (by uid).
 pub fn pod_of_any(pod: &Pod, jobs: &[&Job]) -> bool {
-    pod.metadata.owner_references.iter().flatten().any(|o| {
-        jobs.iter()
-            .any(|j| j.metadata.uid.as_deref() == Some(o.uid.as_str()))
-    })
-}
-
-/// The pods of one Job, by name.
-pub fn pods_of<'a>(job: &Job, pods: &[&'a Pod]) -> Vec<&'a Pod> {
-    let mut out: Vec<&Pod> = pods
-        .iter()
-        .copied()
-        .filter(|p| pod_of_any(p, &[job]))
-        .collect();
-    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    out
+    jobs.iter().any(|j| owned_by(pod, j))
 }
 
 /// A Job holds a discovery slot until it finished (`Complete` or `Failed`) or is being deleted.
@@ -110,17 +99,7 @@ pub fn job_is_active(job: &Job) -> bool {
     if job.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    !job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
-}
-
-pub(crate) fn pod_phase(pod: &Pod) -> Option<&str> {
-    pod.status.as_ref()?.phase.as_deref()
+    job_has(job, "Complete").is_none() && job_has(job, "Failed").is_none()
 }
 
 /// The pod whose `discovery` log is the dry-run result: the Job's succeeded pod (the last by name if,
@@ -147,38 +126,11 @@ pub fn wakes_on_gpu_change(
 /// (a pod refused by quota, admission or a missing service account).
 pub const FAILED_CREATE_EVENT_SELECTOR: &str = "involvedObject.kind=Job,reason=FailedCreate";
 
-/// Why the Job controller cannot create the Job's pod, from its newest `FailedCreate` event.
-pub fn failed_create<'a>(job: &Job, events: &[&'a Event]) -> Option<&'a str> {
-    let uid = job.metadata.uid.as_deref()?;
-    events
-        .iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some("FailedCreate")
-                && e.involved_object.uid.as_deref() == Some(uid)
-        })
-        .max_by_key(|e| {
-            (
-                e.last_timestamp.as_ref().map(|t| t.0),
-                e.metadata.name.clone(),
-            )
-        })
-        .and_then(|e| e.message.as_deref())
-}
-
-/// Why a pod cannot be scheduled, from its `PodScheduled=False` condition (taints, selectors, no room).
-pub fn unschedulable(pod: &Pod) -> Option<&str> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-        .map(|c| c.message.as_deref().unwrap_or("no node fits"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::{failed_create, unschedulable};
+    use k8s_openapi::api::core::v1::Event;
 
     fn job(ns: &str, name: &str, scope: &str, template: &str, uid: &str) -> Job {
         serde_json::from_value(serde_json::json!({

@@ -68,3 +68,8 @@ pub struct PlannedEvent {
     pub reason: String,
     pub message: String,
 }
+
+/// Puts conditions in the order of `types` (a type not listed goes first; the sort is stable).
+pub fn sort_conditions(conds: &mut [ConditionSpec], types: &[&str]) {
+    conds.sort_by_key(|c| types.iter().position(|t| *t == c.type_));
+}

@@ -4,18 +4,19 @@
 
 pub mod cache;
 pub mod children;
+mod common;
 pub mod conditions;
 pub mod events;
 pub mod model;
 pub mod queue;
 pub mod runtime_config;
 pub mod service;
-pub mod serving;
 pub mod template;
-pub mod workload;
+pub mod wake;
 
+pub use common::backoff;
 pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions};
 pub use model::{ModelCandidate, ModelResolution, resolve_model};
 pub use queue::{DiscoveryQueue, SlotRequest};
 pub use runtime_config::{ConfigCandidate, ConfigResolution, resolve_runtime_config};
-pub use template::{Decision, Need, Observation, Plan, Slot, TemplateView, backoff, decide};
+pub use template::{Decision, Need, Observation, Plan, Slot, TemplateView, decide};

@@ -1,7 +1,7 @@
 //! S-05: the inference Deployment and Service as documents.
 
 use aim_api::*;
-use aim_resolve::workload::{WorkloadInputs, deployment, merge_env, service};
+use aim_resolve::service::workload::{WorkloadInputs, deployment, merge_env, service};
 use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference, NodeAffinity};
 
 fn env(name: &str, value: &str) -> EnvVar {

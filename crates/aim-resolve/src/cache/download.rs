@@ -1,12 +1,15 @@
 //! The download Job of a cache volume, and what its pods say.
 
 use super::volume::source_hash;
+use crate::common::{JobFailure, image_pull_wait, job_failure};
 use aim_api::{ModelSourceStatus, labels};
+use aim_discovery::security::{
+    restricted_container_security_context, restricted_pod_security_context,
+};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -138,19 +141,7 @@ pub fn download_job(inputs: &DownloadInputs) -> Job {
                 ..VolumeMount::default()
             },
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security_context()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
@@ -159,16 +150,9 @@ pub fn download_job(inputs: &DownloadInputs) -> Job {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(DOWNLOAD_UID),
-            run_as_group: Some(DOWNLOAD_GID),
             fs_group: Some(DOWNLOAD_GID),
             fs_group_change_policy: Some("OnRootMismatch".into()),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
+            ..restricted_pod_security_context(DOWNLOAD_UID, DOWNLOAD_GID)
         }),
         containers: vec![container],
         volumes: Some(vec![
@@ -214,39 +198,13 @@ pub fn download_job(inputs: &DownloadInputs) -> Job {
     }
 }
 
-pub(super) fn job_condition(job: &Job, type_: &str) -> Option<(String, String)> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-        .map(|c| {
-            (
-                c.reason.clone().unwrap_or_default(),
-                c.message.clone().unwrap_or_default(),
-            )
-        })
-}
-
 /// Why a failed download Job failed: the deadline, the container's exit, or the Job's own reason.
 pub(super) fn failure_message(job: &Job, pods: &[&Pod]) -> String {
-    let (reason, message) = job_condition(job, "Failed").unwrap_or_default();
-    if reason == "DeadlineExceeded" {
-        return format!(
+    match job_failure(job, pods) {
+        JobFailure::DeadlineExceeded => format!(
             "the download ran longer than activeDeadlineSeconds ({DOWNLOAD_DEADLINE_SECONDS}s) and was stopped"
-        );
-    }
-    let terminated = pods.iter().find_map(|p| {
-        p.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find_map(|s| s.state.as_ref()?.terminated.clone())
-    });
-    match terminated {
-        Some(t) => format!(
+        ),
+        JobFailure::Exited(t) => format!(
             "the download exited with code {}{}{}",
             t.exit_code,
             t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
@@ -255,28 +213,19 @@ pub(super) fn failure_message(job: &Job, pods: &[&Pod]) -> String {
                 .map(|m| format!(": {}", m.trim()))
                 .unwrap_or_default()
         ),
-        None if !message.is_empty() => format!("the download job failed ({reason}): {message}"),
-        None => format!("the download job failed ({reason})"),
+        JobFailure::Failed { reason, message } if !message.is_empty() => {
+            format!("the download job failed ({reason}): {message}")
+        }
+        JobFailure::Failed { reason, .. } => format!("the download job failed ({reason})"),
     }
 }
 
 /// A download pod stuck on pulling its image: the message to report (its Job is deleted, or it would
 /// wait until the deadline).
 pub(super) fn pull_failure(pod: &Pod) -> Option<String> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().find_map(|s| {
-        let waiting = s.state.as_ref()?.waiting.as_ref()?;
-        let reason = waiting.reason.as_deref()?;
-        if !matches!(
-            reason,
-            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
-        ) {
-            return None;
-        }
-        Some(format!(
-            "cannot pull the download image {:?} ({reason}: {}); check --cache-download-image and that the nodes reach its registry",
-            s.image,
-            waiting.message.clone().unwrap_or_default()
-        ))
-    })
+    let (container, reason, message) = image_pull_wait(pod)?;
+    Some(format!(
+        "cannot pull the download image {:?} ({reason}: {message}); check --cache-download-image and that the nodes reach its registry",
+        container.image
+    ))
 }

@@ -7,6 +7,7 @@
 //! needs a volume is one of its owners (a non-controller owner reference), and so of its Job; Kubernetes'
 //! garbage collector deletes both when the last owner goes.
 
+mod decide;
 mod desired;
 mod download;
 mod plan;
@@ -14,6 +15,7 @@ mod sources;
 mod status;
 mod volume;
 
+pub use decide::decide_cache;
 pub use desired::{
     CacheAction, DesiredCache, ExistingCache, cache_phase_for_template, desired_cache,
     template_cache_action,
@@ -24,7 +26,7 @@ pub use download::{
 };
 pub use plan::{
     CacheObservation, CachePlan, CacheView, CachedTemplate, ChildChange, ChildKind, cache_owner,
-    decide_cache, field_manager,
+    field_manager,
 };
 pub use status::{VOLUME_BIND_GRACE, aggregate};
 pub use volume::{VOLUME_PREFIX, cache_volume, volume_labels, volume_name, volume_size};

@@ -1,12 +1,11 @@
 //! The steps of a cache decision for each source: its volume, its download Job, its state.
 
-use super::download::{DownloadInputs, download_job, failure_message, job_condition, pull_failure};
+use super::download::{DownloadInputs, download_job, failure_message, pull_failure};
 use super::download_job_name;
 use super::plan::{CacheObservation, CachedTemplate, ChildChange, ChildKind};
 use super::status::{VOLUME_BIND_GRACE, VolumeState};
 use super::volume::{cache_volume, volume_name, volume_size};
-use crate::children::{pod_phase, pods_of, unschedulable};
-use crate::template::{backoff, human_duration};
+use crate::common::{backoff, human_duration, job_has, pod_phase, pods_of, unschedulable};
 use aim_api::{CacheSourceState, CachedSource, JobReference, ModelSourceStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Event, PersistentVolumeClaim};
@@ -348,7 +347,7 @@ impl<'o, 'a> Draft<'o, 'a> {
                     );
                 }
             }
-        } else if job_condition(job, "Complete").is_some() {
+        } else if job_has(job, "Complete").is_some() {
             match volume_message {
                 None => {
                     out.state = CacheSourceState::Ready;
@@ -359,7 +358,7 @@ impl<'o, 'a> Draft<'o, 'a> {
                 }
                 Some(m) => pending(&mut out, m),
             }
-        } else if job_condition(job, "Failed").is_some() {
+        } else if job_has(job, "Failed").is_some() {
             let cause = failure_message(job, &pods);
             self.failure(&mut out, cause, Some(job), false);
         } else if let Some(cause) = pods.iter().find_map(|p| pull_failure(p)) {

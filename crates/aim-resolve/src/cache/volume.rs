@@ -1,13 +1,13 @@
 //! C-01/C-02: the volume of a model source: its name (shared by every cache of the source in a
 //! namespace), its size and its document.
 
+use crate::common::sha256_hex;
 use aim_api::{ModelSourceStatus, labels};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Prefix of every cache volume name.
@@ -16,21 +16,9 @@ pub const VOLUME_PREFIX: &str = "aim-cache-";
 /// namespace are not a practical concern).
 const HASH_CHARS: usize = 16;
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 /// The hash part of volume and Job names: 16 hex of the SHA-256 of the source URI.
 pub(super) fn source_hash(source_uri: &str) -> String {
-    let mut h = hex(&Sha256::digest(source_uri.as_bytes()));
-    h.truncate(HASH_CHARS);
-    h
+    sha256_hex(source_uri.as_bytes(), HASH_CHARS / 2)
 }
 
 /// C-01: the PersistentVolumeClaim of a source, `aim-cache-<16 hex of sha256(uri)>` (26 characters, a

@@ -3,12 +3,13 @@
 
 pub mod metadata;
 pub mod plan;
+mod steps;
 pub mod templates;
 
 pub use metadata::{MetadataFailure, metadata_from_labels, parse_recommended_deployments};
 pub use plan::{
     ModelDecision, ModelObservation, ModelPlan, ModelView, RegistryNeed, RegistryRead,
-    TemplateSeen, aggregate, decide_model,
+    TemplateSeen, aggregate,
 };
 pub use templates::{DesiredTemplate, ModelRef, desired_templates, template_name};
 
@@ -81,4 +82,19 @@ pub fn resolve_model<'a>(
             },
         },
     }
+}
+
+/// Decides: where the image's metadata comes from (M-01), the templates it calls for (M-02/M-03), the
+/// status they sum up to (M-04), then the events. May first answer [`ModelDecision::Need`]: the operator
+/// reads the registry, puts the answer in `registry`, and decides again.
+pub fn decide_model(obs: &ModelObservation<'_>) -> ModelDecision {
+    let mut d = steps::ModelDraft::new(obs);
+    let metadata = match d.metadata() {
+        Ok(metadata) => metadata,
+        Err(need) => return ModelDecision::Need(need),
+    };
+    d.templates(&metadata);
+    d.aggregate_status(&metadata);
+    d.events();
+    ModelDecision::Plan(Box::new(d.finish()))
 }

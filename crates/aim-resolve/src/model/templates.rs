@@ -1,5 +1,6 @@
 //! M-02: the templates a model's recommended deployments call for.
 
+use crate::common::hex;
 use aim_api::labels;
 use aim_api::{GpuRequirements, Hardware, Metric, RecommendedDeployment, ServiceTemplateCommon};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -46,12 +47,7 @@ pub fn template_name(model: &str, d: &RecommendedDeployment) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let hash: String = h
-        .finalize()
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hex(&h.finalize()[..4]);
     let mut parts = vec![model.to_string()];
     if let Some(gpu) = &d.gpu_model {
         parts.push(format!("{}x", d.gpu_count.unwrap_or(1)));

@@ -32,9 +32,12 @@ mod jobs;
 mod results;
 mod steps;
 
-use crate::children::{failed_create, log_pod, pod_phase, pods_of, unschedulable};
+use crate::children::log_pod;
+use crate::common::{
+    backoff, failed_create, human_duration, job_has, pod_phase, pods_of, unschedulable,
+};
 use inputs::discovery_inputs;
-use jobs::{failed_job_message, image_pull_failure, job_has};
+use jobs::{failed_job_message, image_pull_failure};
 use results::{discovered_hardware, static_profile, static_sources};
 use steps::Draft;
 
@@ -139,14 +142,6 @@ pub enum Decision {
 
 /// Default first retry delay after a failed discovery (T-21).
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(60);
-/// Longest retry delay (T-21).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-
-/// T-21: the wait after the `attempts`-th failure: `base` × 2^(attempts−1), at most an hour.
-pub fn backoff(base: Duration, attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.clamp(1, 30) - 1).unwrap_or(0);
-    base.saturating_mul(1u32 << exp.min(20)).min(MAX_BACKOFF)
-}
 
 fn rank(p: TemplatePhase) -> u8 {
     match p {
@@ -184,19 +179,6 @@ fn is_true(status: &ServiceTemplateStatus, type_: &str, reason: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True" && c.reason == reason)
-}
-
-/// A wait as a person says it: `45s`, `2m`, `1m30s`, `1h`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, sec) => format!("{sec}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, sec) => format!("{m}m{sec}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, 0) => format!("{h}h{m}m"),
-        (h, m, sec) => format!("{h}h{m}m{sec}s"),
-    }
 }
 
 fn job_ref(j: &Job) -> (String, String) {

@@ -755,8 +755,7 @@ impl<'o, 'a> Draft<'o, 'a> {
             types::CACHE_READY,
             types::READY,
         ];
-        self.conds
-            .sort_by_key(|c| order.iter().position(|o| *o == c.type_));
+        crate::conditions::sort_conditions(&mut self.conds, &order);
         self.st.conditions = merge_conditions(
             &self.old.conditions,
             &self.conds,
