@@ -9,6 +9,9 @@ use kube::{Client, Config};
 use tower::ServiceBuilder;
 use tower::util::MapErrLayer;
 
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "aim-operator";
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A client for `config` that speaks HTTP/2 when the API server offers it (kube-apiserver does, over

@@ -1,5 +1,7 @@
 //! Errors of a reconcile.
 
+use std::time::Duration;
+
 /// Why a reconcile did not finish; retried with a delay.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -7,13 +9,19 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("serialising: {0}")]
     Serde(#[from] serde_json::Error),
-    /// An object the operator would write belongs to someone else.
+    /// A write that failed again after it was decided around (retried with the usual backoff).
     #[error("{0}")]
     Conflict(String),
+    /// An object the operator would write belongs to someone else: a person must act.
+    #[error("{0}")]
+    Foreign(String),
 }
 
 /// Every value of [`Error::category`].
 pub const CATEGORIES: [&str; 4] = ["conflict", "api", "transport", "serialisation"];
+
+/// How long to wait before looking again at an object of someone else's that is in the way.
+pub const FOREIGN_RETRY: Duration = Duration::from_secs(60);
 
 impl Error {
     /// Coarse class, for logs and metrics.
@@ -23,7 +31,28 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Serde(_) => "serialisation",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::Foreign(_) => "conflict",
         }
     }
+
+    /// A fixed retry delay, when the per-object backoff does not apply.
+    pub fn retry_after(&self) -> Option<Duration> {
+        matches!(self, Error::Foreign(_)).then_some(FOREIGN_RETRY)
+    }
+}
+
+/// Why a create was refused for good (quota, admission, RBAC, an invalid object), as opposed to a
+/// transient failure worth an ordinary retry.
+pub fn refusal(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
+            Some(s.message.clone())
+        }
+        _ => None,
+    }
+}
+
+/// A 404: the object is gone already.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }

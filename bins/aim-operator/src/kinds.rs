@@ -1,27 +1,56 @@
-//! What the two template kinds have in common, for one generic reconcile.
+//! The kinds the controllers run on ([`Kind`]), and what the two template kinds and the two model
+//! kinds have in common, for one generic reconcile each.
 
+use crate::controller::Kind;
 use aim_api::{
-    AIMClusterServiceTemplate, AIMServiceTemplate, ServiceTemplateCommon, ServiceTemplateStatus,
-    TemplateScope,
+    AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMService, AIMServiceTemplate,
+    AIMTemplateCache, ModelStatus, ServiceStatus, ServiceTemplateCommon, ServiceTemplateStatus,
+    TemplateCacheStatus, TemplateScope,
 };
 use aim_resolve::cache::DesiredCache;
 use k8s_openapi::api::core::v1::EnvVar;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
+use kube::{Api, Client, ResourceExt};
 
-pub trait TemplateKind:
-    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
-{
+/// Declares [`Kind`] for a kind: its status type and whether it lives in a namespace.
+macro_rules! kind {
+    ($kind:ty, $status:ty, namespaced) => {
+        impl Kind for $kind {
+            const NAME: &'static str = stringify!($kind);
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+                Api::namespaced(client, namespace.unwrap_or_default())
+            }
+        }
+    };
+    ($kind:ty, $status:ty, cluster) => {
+        impl Kind for $kind {
+            const NAME: &'static str = stringify!($kind);
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn api(client: Client, _: Option<&str>) -> Api<Self> {
+                Api::all(client)
+            }
+        }
+    };
+}
+
+kind!(AIMServiceTemplate, ServiceTemplateStatus, namespaced);
+kind!(AIMClusterServiceTemplate, ServiceTemplateStatus, cluster);
+kind!(AIMModel, ModelStatus, namespaced);
+kind!(AIMClusterModel, ModelStatus, cluster);
+kind!(AIMTemplateCache, TemplateCacheStatus, namespaced);
+kind!(AIMService, ServiceStatus, namespaced);
+
+pub trait TemplateKind: Kind<Status = ServiceTemplateStatus> {
     const SCOPE: TemplateScope;
-    /// The controller's name in logs and metrics.
-    const CONTROLLER: &'static str;
     fn common(&self) -> &ServiceTemplateCommon;
     fn env(&self) -> &[EnvVar];
     fn caching_enabled(&self) -> bool;
-    fn status(&self) -> Option<&ServiceTemplateStatus>;
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
     /// T-26: the AIMTemplateCache this template owns with the status just decided; T-28: never one for a
     /// cluster template.
     fn desired_cache(&self, status: &ServiceTemplateStatus) -> Option<DesiredCache>;
@@ -29,7 +58,6 @@ pub trait TemplateKind:
 
 impl TemplateKind for AIMServiceTemplate {
     const SCOPE: TemplateScope = TemplateScope::Namespace;
-    const CONTROLLER: &'static str = "AIMServiceTemplate";
     fn common(&self) -> &ServiceTemplateCommon {
         &self.spec.common
     }
@@ -38,12 +66,6 @@ impl TemplateKind for AIMServiceTemplate {
     }
     fn caching_enabled(&self) -> bool {
         self.spec.caching.as_ref().is_some_and(|c| c.enabled)
-    }
-    fn status(&self) -> Option<&ServiceTemplateStatus> {
-        self.status.as_ref()
-    }
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-        Api::namespaced(client, namespace.unwrap_or_default())
     }
     fn desired_cache(&self, status: &ServiceTemplateStatus) -> Option<DesiredCache> {
         aim_resolve::cache::desired_cache(
@@ -58,7 +80,6 @@ impl TemplateKind for AIMServiceTemplate {
 
 impl TemplateKind for AIMClusterServiceTemplate {
     const SCOPE: TemplateScope = TemplateScope::Cluster;
-    const CONTROLLER: &'static str = "AIMClusterServiceTemplate";
     fn common(&self) -> &ServiceTemplateCommon {
         &self.spec.common
     }
@@ -68,55 +89,25 @@ impl TemplateKind for AIMClusterServiceTemplate {
     fn caching_enabled(&self) -> bool {
         false
     }
-    fn status(&self) -> Option<&ServiceTemplateStatus> {
-        self.status.as_ref()
-    }
-    fn api(client: Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
     fn desired_cache(&self, _: &ServiceTemplateStatus) -> Option<DesiredCache> {
         None
     }
 }
 
-pub fn key_of<K: TemplateKind>(t: &K) -> String {
-    aim_resolve::children::template_key(K::SCOPE, t.namespace().as_deref(), &t.name_any())
-}
-
 /// What the two model kinds have in common, for one generic model reconcile.
-pub trait ModelKind:
-    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
-{
-    /// `AIMModel` or `AIMClusterModel`.
-    const KIND: &'static str;
+pub trait ModelKind: Kind<Status = ModelStatus> {
     fn common(&self) -> &aim_api::ModelCommon;
-    fn status(&self) -> Option<&aim_api::ModelStatus>;
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
 }
 
-impl ModelKind for aim_api::AIMModel {
-    const KIND: &'static str = "AIMModel";
+impl ModelKind for AIMModel {
     fn common(&self) -> &aim_api::ModelCommon {
         &self.spec.common
     }
-    fn status(&self) -> Option<&aim_api::ModelStatus> {
-        self.status.as_ref()
-    }
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-        Api::namespaced(client, namespace.unwrap_or_default())
-    }
 }
 
-impl ModelKind for aim_api::AIMClusterModel {
-    const KIND: &'static str = "AIMClusterModel";
+impl ModelKind for AIMClusterModel {
     fn common(&self) -> &aim_api::ModelCommon {
         &self.spec.common
-    }
-    fn status(&self) -> Option<&aim_api::ModelStatus> {
-        self.status.as_ref()
-    }
-    fn api(client: Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client)
     }
 }
 
@@ -127,4 +118,25 @@ pub fn model_failure(status: Option<&aim_api::ModelStatus>) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == aim_api::conditions::types::METADATA_EXTRACTED && c.status == "False")
         .map(|c| c.message.as_str())
+}
+
+/// A model object as the decisions take it.
+pub fn model_candidate<M: ModelKind>(m: &M) -> aim_resolve::ModelCandidate<'_> {
+    let meta = m.meta();
+    aim_resolve::ModelCandidate {
+        name: meta.name.as_deref().unwrap_or_default(),
+        namespace: meta.namespace.as_deref(),
+        uid: meta.uid.as_deref(),
+        spec: m.common(),
+        failure: model_failure(m.status()),
+    }
+}
+
+/// The UID of an object's controller owner.
+pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
 }

@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 /// Name of the Lease.
 pub const LEASE_NAME: &str = "aim-operator";
 
+/// Default seconds a lease stays valid after its last renewal (`--lease-duration-seconds`).
+pub const DEFAULT_LEASE_DURATION_SECONDS: u64 = 15;
+
 /// How the operator elects its leader.
 #[derive(Debug, Clone)]
 pub struct LeaderElection {
@@ -33,7 +36,7 @@ impl LeaderElection {
         });
         Self {
             identity,
-            lease_duration: 15,
+            lease_duration: DEFAULT_LEASE_DURATION_SECONDS,
             renew_grace: 5,
         }
     }
@@ -77,7 +80,7 @@ pub async fn acquire(
         .with_identity(&election.identity)
         .with_duration(election.lease_duration)
         .with_grace(election.renew_grace)
-        .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER))
+        .with_field_manager(format!("{}-lease", crate::client::FIELD_MANAGER))
         .build()
         .await?;
     let (mut state, task) = manager.watch().await;

@@ -1,38 +1,45 @@
-//! The AIM operator: watches templates and what they depend on, asks `aim-resolve` what must be, and
-//! makes it so (status, discovery Jobs, events). All I/O of the project lives here.
+//! The AIM operator: watches templates, models, caches, services and what they depend on, asks
+//! `aim-resolve` what must be, and makes it so (status, children, events). All I/O of the project
+//! lives here.
+//!
+//! Four controllers (templates of both scopes, models of both kinds, template caches, services) run on
+//! one skeleton ([`controller`]): shared stores and wakers ([`stores`], filled and routed by
+//! [`watches`]), one status writer, one event path, one retry policy.
 
 mod caches;
 mod client;
 mod context;
+mod controller;
 mod error;
 mod events;
+mod http;
 mod kinds;
 mod leader;
 mod logs;
 mod metrics;
 mod models;
-mod reconcile;
 mod registry;
 mod services;
+mod settings;
+mod stores;
+mod templates;
 mod watches;
 
-pub use client::http2_client;
+pub use client::{FIELD_MANAGER, http2_client};
 pub use error::Error;
-pub use leader::LeaderElection;
+pub use leader::{DEFAULT_LEASE_DURATION_SECONDS, LeaderElection};
 pub use registry::RegistrySettings;
-
-use aim_api::{
-    AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate, AIMTemplateCache,
-    TemplateScope,
+pub use settings::{
+    DEFAULT_MAX_CONCURRENT_RECONCILES, DEFAULT_METRICS_BIND_ADDRESS, DEFAULT_SYSTEM_NAMESPACE,
+    Settings,
 };
-use aim_resolve::children::TemplateRef;
+
+use aim_api::{AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate};
+use aim_resolve::children::{job_is_active, job_key, owner_of};
 use context::Context;
-use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::Client;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Makes ring the process's TLS provider (registry reads use it; the API client brings its own).
 /// Call once at start; later calls do nothing.
@@ -40,53 +47,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Field manager of every write.
-pub const FIELD_MANAGER: &str = "aim-operator";
-
-/// How the operator runs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Where cluster templates run discovery (`--system-namespace`).
-    pub system_namespace: String,
-    /// Cluster-wide limit of active discovery Jobs (T-23).
-    pub max_concurrent_discoveries: usize,
-    /// Byte limit when reading a dry-run log (T-17).
-    pub log_limit: usize,
-    /// First retry delay after a failed discovery; doubles per attempt up to an hour (T-21).
-    pub backoff_base: Duration,
-    /// Reconciles running at once, per template kind (`--max-concurrent-reconciles`).
-    pub max_concurrent_reconciles: u16,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--metrics-bind-address`); `None`: not served.
-    pub metrics_address: Option<std::net::SocketAddr>,
-    /// Leader election on the Lease `aim-operator` in the system namespace; `None`: this process leads.
-    pub leader_election: Option<LeaderElection>,
-    /// How image registries are reached (M-01).
-    pub registry: RegistrySettings,
-    /// Image of cache download Jobs (`--cache-download-image`).
-    pub cache_download_image: String,
-}
-
-/// Default of [`Settings::max_concurrent_reconciles`]: enough to keep a 2-core API server busy, few
-/// enough that a start with thousands of templates does not queue thousands of requests at once.
-pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            system_namespace: "aim-system".into(),
-            max_concurrent_discoveries: aim_resolve::queue::DEFAULT_MAX_CONCURRENT_DISCOVERIES,
-            log_limit: aim_discovery::DEFAULT_LOG_LIMIT,
-            backoff_base: aim_resolve::template::DEFAULT_BACKOFF_BASE,
-            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
-            metrics_address: None,
-            leader_election: None,
-            registry: RegistrySettings::default(),
-            cache_download_image: aim_resolve::cache::DEFAULT_DOWNLOAD_IMAGE.into(),
-        }
-    }
-}
-
-/// Runs the template controllers until `shutdown` completes.
+/// Runs the controllers until `shutdown` completes.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -99,50 +60,33 @@ pub async fn run(
         Ok(v) => tracing::info!(version = %v.git_version, "API server reached"),
         Err(e) => tracing::warn!(error = %e, "API server not reached yet; the watches retry"),
     }
-    // Lists of 100 rather than kube's 500: each page is held twice while it is read (the text, then
-    // every object with its managed fields) next to the store being filled. A restart over 5,000 Ready
-    // templates peaked at 83.5 MiB RSS with pages of 500; the 50 requests instead of 10 cost nothing
-    // noticeable.
-    let wc = watcher::Config::default().any_semantic().page_size(100);
-    let config = kube::runtime::controller::Config::default()
-        .debounce(Duration::from_millis(100))
-        .concurrency(settings.max_concurrent_reconciles.max(1));
-    // The template controllers' own watches also report each change, once their store holds it, so that
-    // the caches of a template are woken (C-01, T-28).
-    let (template_changes, template_changes_rx) = futures::channel::mpsc::unbounded();
-    let (ns_store, ns_stream) = template_watch::<AIMServiceTemplate>(
-        Api::all(client.clone()),
-        wc.clone(),
-        TemplateScope::Namespace,
-        template_changes.clone(),
-    );
-    let ns_ctrl = Controller::for_stream(ns_stream, ns_store).with_config(config.clone());
-    let (cl_store, cl_stream) = template_watch::<AIMClusterServiceTemplate>(
-        Api::all(client.clone()),
-        wc,
-        TemplateScope::Cluster,
-        template_changes,
-    );
-    let cl_ctrl = Controller::for_stream(cl_stream, cl_store).with_config(config.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let stop = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     };
     let waiter = tokio::spawn(async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     });
     // Health and metrics answer while the watches sync (/readyz says not ready until then).
-    let shared: metrics::Shared = Default::default();
+    let shared: http::Shared = Default::default();
     let server = settings.metrics_address.map(|addr| {
-        let stop = stop(shutdown_rx.clone());
-        let shared = shared.clone();
+        let (stop, shared) = (stop(), shared.clone());
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, shared, stop).await {
+            if let Err(e) = http::serve(addr, shared, stop).await {
                 tracing::error!(%addr, error = %e, "cannot serve metrics");
             }
         })
     });
+    let abort = || {
+        waiter.abort();
+        if let Some(server) = &server {
+            server.abort();
+        }
+    };
     // O-01: only the leader runs controllers; a standby watches nothing but the Lease.
     let leadership = match settings.leader_election.clone() {
         None => None,
@@ -152,7 +96,7 @@ pub async fn run(
                 client.clone(),
                 &settings.system_namespace,
                 &election,
-                stop(shutdown_rx.clone()),
+                stop(),
                 move || {
                     standby
                         .standby
@@ -164,10 +108,7 @@ pub async fn run(
                 Some(l) => Some(l),
                 None => {
                     // Asked to stop while standing by.
-                    waiter.abort();
-                    if let Some(server) = server {
-                        server.abort();
-                    }
+                    abort();
                     return Ok(());
                 }
             }
@@ -176,15 +117,7 @@ pub async fn run(
     shared
         .standby
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    // Slots are rebuilt from the Jobs that exist now, after leadership was gained (T-23).
-    let (ctx, triggers) = Context::start(
-        client,
-        settings,
-        ns_ctrl.store(),
-        cl_ctrl.store(),
-        template_changes_rx,
-    )
-    .await?;
+    let (ctx, triggers) = start(client, settings).await?;
     let _ = shared.ctx.set(ctx.clone());
     ctx.metrics
         .ready
@@ -193,89 +126,34 @@ pub async fn run(
         active = ctx.queue.lock().expect("queue lock").active(),
         "stores synced; discovery slots rebuilt from running jobs"
     );
-    let ns = ns_ctrl
-        .reconcile_on(triggers.namespaced)
-        .graceful_shutdown_on(stop(shutdown_rx.clone()))
-        .run(
-            reconcile::reconcile::<AIMServiceTemplate>,
-            reconcile::error_policy::<AIMServiceTemplate>,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "namespace template reconcile");
-            }
-        });
-    let cl = cl_ctrl
-        .reconcile_on(triggers.cluster)
-        .graceful_shutdown_on(stop(shutdown_rx.clone()))
-        .run(
-            reconcile::reconcile::<AIMClusterServiceTemplate>,
-            reconcile::error_policy::<AIMClusterServiceTemplate>,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cluster template reconcile");
-            }
-        });
-    // M-01…M-04: models, driven by the model watches (their own changes) and by the templates they made.
-    let models = Controller::for_stream(
-        futures::stream::pending::<Result<AIMModel, watcher::Error>>(),
-        ctx.stores.models.clone(),
-    )
-    .with_config(config.clone())
-    .reconcile_on(triggers.models)
-    .graceful_shutdown_on(stop(shutdown_rx.clone()))
-    .run(
-        models::reconcile::<AIMModel>,
-        models::error_policy::<AIMModel>,
-        ctx.clone(),
-    )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "model reconcile");
-        }
-    });
-    let cluster_models = Controller::for_stream(
-        futures::stream::pending::<Result<AIMClusterModel, watcher::Error>>(),
-        ctx.stores.cluster_models.clone(),
-    )
-    .with_config(config.clone())
-    .reconcile_on(triggers.cluster_models)
-    .graceful_shutdown_on(stop(shutdown_rx.clone()))
-    .run(
-        models::reconcile::<AIMClusterModel>,
-        models::error_policy::<AIMClusterModel>,
-        ctx.clone(),
-    )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "cluster model reconcile");
-        }
-    });
-    // C-01…C-03: template caches, driven by their watch and by what they make (see watches.rs).
-    let caches = Controller::for_stream(
-        futures::stream::pending::<Result<AIMTemplateCache, watcher::Error>>(),
-        ctx.stores.caches.clone(),
-    )
-    .with_config(config.clone())
-    .reconcile_on(triggers.caches)
-    .graceful_shutdown_on(stop(shutdown_rx.clone()))
-    .run(caches::reconcile, caches::error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "template cache reconcile");
-        }
-    });
-    // S-01…S-06: services.
-    let services = services::run(
-        services::controller(ctx.client.clone(), config),
-        ctx.clone(),
-        stop(shutdown_rx.clone()),
-    );
+    // Every controller on the one skeleton: its store, its wake channel, its reconcile.
+    macro_rules! controller {
+        ($kind:ident, $reconcile:expr) => {
+            controller::run(
+                ctx.clone(),
+                ctx.stores.$kind.clone(),
+                triggers.$kind,
+                stop(),
+                $reconcile,
+            )
+        };
+    }
     let controllers = async {
-        futures::join!(ns, cl, models, cluster_models, caches, services);
+        futures::join!(
+            // T-01…T-32: templates of both scopes.
+            controller!(templates, templates::reconcile::<AIMServiceTemplate>),
+            controller!(
+                cluster_templates,
+                templates::reconcile::<AIMClusterServiceTemplate>
+            ),
+            // M-01…M-04: models of both kinds.
+            controller!(models, models::reconcile::<AIMModel>),
+            controller!(cluster_models, models::reconcile::<AIMClusterModel>),
+            // C-01…C-03: template caches.
+            controller!(caches, caches::reconcile),
+            // S-01…S-06: services.
+            controller!(services, services::reconcile),
+        );
     };
     let result = match leadership {
         None => {
@@ -296,55 +174,31 @@ pub async fn run(
             }
         }
     };
-    waiter.abort();
-    if let Some(server) = server {
-        server.abort();
-    }
+    abort();
     ctx.stop();
     result
 }
 
-/// The watch of a template kind, as `Controller::new` makes it (a reflector feeding the controller's
-/// store), that also sends the template of every change and deletion to `changes` after the store took
-/// it: whoever reads the store then sees the change.
-fn template_watch<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    scope: TemplateScope,
-    changes: futures::channel::mpsc::UnboundedSender<TemplateRef>,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    // Managed fields (and kubectl's copy of the last applied object) are dropped before the store
-    // keeps a template: nothing reads them, and they are a large part of each object (5,000
-    // templates: peak RSS 159 MiB with them). The backoff keeps an unreachable API server from being retried in a tight loop.
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, wc).default_backoff().modify(watches::trim),
-    )
-    .inspect(move |event| {
-        if let Ok(
-            watcher::Event::Apply(t) | watcher::Event::InitApply(t) | watcher::Event::Delete(t),
-        ) = event
-        {
-            let _ = changes.unbounded_send(TemplateRef::new(
-                scope,
-                t.namespace().as_deref(),
-                &t.name_any(),
-            ));
+/// Starts every watch, waits until all stores are synced, and rebuilds the discovery slots from the
+/// Jobs that are running (T-23) before any controller may create one.
+async fn start(
+    client: Client,
+    settings: Settings,
+) -> anyhow::Result<(Arc<Context>, stores::Triggers)> {
+    let (stores, writers) = stores::stores();
+    let (waker, triggers) = stores::wakers();
+    let ctx = Arc::new(Context::new(client, settings, stores, waker));
+    ctx.keep(watches::spawn(&ctx, writers));
+    ctx.stores.wait_until_ready().await?;
+    {
+        let mut queue = ctx.queue.lock().expect("queue lock");
+        for job in ctx.stores.jobs.state() {
+            if job_is_active(&job)
+                && let Some(owner) = owner_of(&job.metadata)
+            {
+                queue.occupy(&job_key(&job), &owner.key());
+            }
         }
-    })
-    .applied_objects();
-    (store, stream)
+    }
+    Ok((ctx, triggers))
 }

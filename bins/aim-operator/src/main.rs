@@ -1,9 +1,13 @@
-//! `aim-operator`: runs the AIM template controllers against the cluster of the current kubeconfig or
+//! `aim-operator`: runs the AIM controllers against the cluster of the current kubeconfig or
 //! service account.
 
 use aim_operator::Settings;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
+
+/// The cluster-wide discovery limit's default (T-23), as the flag's type.
+const DEFAULT_MAX_CONCURRENT_DISCOVERIES: u16 =
+    aim_resolve::queue::DEFAULT_MAX_CONCURRENT_DISCOVERIES as u16;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -19,28 +23,28 @@ enum LogFormat {
 )]
 struct Args {
     /// Namespace where cluster templates run discovery.
-    #[arg(long, env = "AIM_SYSTEM_NAMESPACE", default_value = "aim-system")]
+    #[arg(long, env = "AIM_SYSTEM_NAMESPACE", default_value = aim_operator::DEFAULT_SYSTEM_NAMESPACE)]
     system_namespace: String,
     /// Cluster-wide limit of discovery Jobs running at once.
-    #[arg(long, env = "AIM_MAX_CONCURRENT_DISCOVERIES", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "AIM_MAX_CONCURRENT_DISCOVERIES", default_value_t = DEFAULT_MAX_CONCURRENT_DISCOVERIES, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_discoveries: u16,
     /// Byte limit when reading a dry-run log.
     #[arg(long, env = "AIM_DISCOVERY_LOG_LIMIT", default_value_t = aim_discovery::DEFAULT_LOG_LIMIT)]
     discovery_log_limit: usize,
     /// First retry delay after a failed discovery, in seconds (doubles per attempt, at most an hour).
-    #[arg(long, env = "AIM_DISCOVERY_BACKOFF_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "AIM_DISCOVERY_BACKOFF_SECONDS", default_value_t = aim_resolve::template::DEFAULT_BACKOFF_BASE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     discovery_backoff_seconds: u64,
-    /// Reconciles running at once, per template kind.
+    /// Reconciles running at once, for each controller.
     #[arg(long, env = "AIM_MAX_CONCURRENT_RECONCILES", default_value_t = aim_operator::DEFAULT_MAX_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_reconciles: u16,
     /// Address of `/metrics`, `/healthz` and `/readyz`; `0` turns them off.
-    #[arg(long, env = "AIM_METRICS_BIND_ADDRESS", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "AIM_METRICS_BIND_ADDRESS", default_value = aim_operator::DEFAULT_METRICS_BIND_ADDRESS)]
     metrics_bind_address: String,
     /// Elect a leader among replicas (Lease `aim-operator` in the system namespace); only it writes.
     #[arg(long, env = "AIM_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
     /// Seconds a leader's lease lasts without renewal: how long a standby waits for a dead leader.
-    #[arg(long, env = "AIM_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, env = "AIM_LEASE_DURATION_SECONDS", default_value_t = aim_operator::DEFAULT_LEASE_DURATION_SECONDS, value_parser = clap::value_parser!(u64).range(2..))]
     lease_duration_seconds: u64,
     /// Registries (`host[:port]`, comma-separated) reached over plain HTTP instead of HTTPS when reading
     /// image labels, e.g. an in-cluster registry without TLS.

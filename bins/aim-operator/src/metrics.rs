@@ -1,24 +1,14 @@
-//! O-02: Prometheus metrics and the health endpoints, served over HTTP.
-//!
-//! `/metrics` (Prometheus text format): reconciles and their errors by controller and error category, a
-//! reconcile duration histogram, active and queued discoveries, templates by status. `/healthz` answers
-//! while the process serves; `/readyz` once every watch has synced.
+//! O-02: the operator's Prometheus metrics: reconciles and their errors by controller and error
+//! category, a reconcile duration histogram, active and queued discoveries, templates and caches by
+//! status, registry reads. [`crate::http`] serves them.
 
-use crate::context::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +61,7 @@ pub struct RegistryLabels {
 
 /// The operator's metrics.
 pub struct Metrics {
-    registry: Registry,
+    pub(crate) registry: Registry,
     pub reconciles: Family<ControllerLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<ControllerLabels, Histogram>,
@@ -218,113 +208,6 @@ impl Metrics {
             })
             .inc();
     }
-}
-
-/// Brings the gauges up to date from the stores and the queue, then encodes everything.
-fn render(ctx: &Context) -> String {
-    let m = &ctx.metrics;
-    {
-        let queue = ctx.queue.lock().expect("queue lock");
-        m.discoveries_active.set(queue.active() as i64);
-        m.discoveries_queued.set(queue.waiting() as i64);
-    }
-    m.templates.clear();
-    for t in ctx.stores.templates.state() {
-        let status = t.status.as_ref().map(|s| s.status.to_string());
-        m.templates
-            .get_or_create(&TemplateLabels {
-                scope: "Namespace",
-                status: status.unwrap_or_else(|| "Unknown".into()),
-            })
-            .inc();
-    }
-    for t in ctx.stores.cluster_templates.state() {
-        let status = t.status.as_ref().map(|s| s.status.to_string());
-        m.templates
-            .get_or_create(&TemplateLabels {
-                scope: "Cluster",
-                status: status.unwrap_or_else(|| "Unknown".into()),
-            })
-            .inc();
-    }
-    m.caches.clear();
-    for c in ctx.stores.caches.state() {
-        let status = c.status.as_ref().map(|s| s.status.to_string());
-        m.caches
-            .get_or_create(&CacheLabels {
-                status: status.unwrap_or_else(|| "Unknown".into()),
-            })
-            .inc();
-    }
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &m.registry).is_err() {
-        out.clear();
-    }
-    out
-}
-
-/// What the HTTP server reads: the context once this replica leads and its stores exist, and whether it
-/// is a standby.
-#[derive(Default)]
-pub struct HttpState {
-    pub ctx: OnceLock<Arc<Context>>,
-    pub standby: AtomicBool,
-}
-
-pub type Shared = Arc<HttpState>;
-
-async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
-    match state.ctx.get() {
-        Some(ctx) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            render(ctx),
-        ),
-        // A standby (or a replica still starting) runs no controller: it only says so.
-        None => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            "# HELP aim_leader Whether this replica leads.\n# TYPE aim_leader gauge\naim_leader 0\n# EOF\n"
-                .to_string(),
-        ),
-    }
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready once leadership is settled: leading with every watch synced, or standing by.
-async fn readyz(State(state): State<Shared>) -> (StatusCode, &'static str) {
-    match state.ctx.get() {
-        Some(ctx) if ctx.metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok\n"),
-        _ if state.standby.load(Ordering::Relaxed) => (StatusCode::OK, "standby\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "watches not synced\n"),
-    }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `stop` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    shared: Shared,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
 }
 
 #[cfg(test)]

@@ -1,21 +1,22 @@
-//! Watches of everything templates depend on, and the mappers that wake exactly the templates a change
-//! affects (T-02, T-04, T-11) and hand on discovery slots (T-23).
+//! The watches that fill the shared stores, and the mappers that wake exactly the objects a change
+//! affects. Whom a change wakes is decided by the wake rules of [`aim_resolve::wake`]; this module only
+//! iterates the stores and sends. Discovery slots are handed on here too (T-23).
 
-use crate::context::{Context, Stores};
-use aim_api::{
-    AIMClusterModel, AIMClusterRuntimeConfig, AIMClusterServiceTemplate, AIMModel,
-    AIMRuntimeConfig, AIMServiceTemplate, AIMTemplateCache, TemplateScope,
-};
+use crate::context::Context;
+use crate::stores::Writers;
+use aim_api::{AIMTemplateCache, TemplateScope};
 use aim_resolve::cache::{DOWNLOAD_SELECTOR, VOLUME_EVENT_SELECTOR, VOLUME_SELECTOR};
-use aim_resolve::children::{
-    FAILED_CREATE_EVENT_SELECTOR, TemplateRef, job_is_active, job_key, owner_of,
-    wakes_on_gpu_change,
+use aim_resolve::children::{FAILED_CREATE_EVENT_SELECTOR, job_is_active, job_key, owner_of};
+use aim_resolve::service::SERVICE_LABEL;
+use aim_resolve::wake::{
+    Changed, cache_config_name, child_wakes_cache, config_wakes_cache, config_wakes_template,
+    model_wakes_template, node_wakes_template, template_wakes_cache, wakes_service,
 };
-use futures::channel::mpsc::UnboundedReceiver;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, PersistentVolumeClaim, Pod};
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node};
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -24,86 +25,13 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-pub struct Writers {
-    models: Writer<AIMModel>,
-    cluster_models: Writer<AIMClusterModel>,
-    configs: Writer<AIMRuntimeConfig>,
-    cluster_configs: Writer<AIMClusterRuntimeConfig>,
-    nodes: Writer<Node>,
-    jobs: Writer<Job>,
-    pods: Writer<Pod>,
-    job_events: Writer<CoreEvent>,
-    auto_templates: Writer<AIMServiceTemplate>,
-    auto_cluster_templates: Writer<AIMClusterServiceTemplate>,
-    caches: Writer<AIMTemplateCache>,
-    cache_volumes: Writer<PersistentVolumeClaim>,
-    download_jobs: Writer<Job>,
-    download_pods: Writer<Pod>,
-    volume_events: Writer<CoreEvent>,
-}
-
-pub fn stores(
-    templates: Store<AIMServiceTemplate>,
-    cluster_templates: Store<AIMClusterServiceTemplate>,
-) -> (Stores, Writers) {
-    let (models, models_w) = reflector::store();
-    let (cluster_models, cluster_models_w) = reflector::store();
-    let (configs, configs_w) = reflector::store();
-    let (cluster_configs, cluster_configs_w) = reflector::store();
-    let (nodes, nodes_w) = reflector::store();
-    let (jobs, jobs_w) = reflector::store();
-    let (pods, pods_w) = reflector::store();
-    let (job_events, job_events_w) = reflector::store();
-    let (auto_templates, auto_templates_w) = reflector::store();
-    let (auto_cluster_templates, auto_cluster_templates_w) = reflector::store();
-    let (caches, caches_w) = reflector::store();
-    let (cache_volumes, cache_volumes_w) = reflector::store();
-    let (download_jobs, download_jobs_w) = reflector::store();
-    let (download_pods, download_pods_w) = reflector::store();
-    let (volume_events, volume_events_w) = reflector::store();
-    (
-        Stores {
-            templates,
-            cluster_templates,
-            models,
-            cluster_models,
-            configs,
-            cluster_configs,
-            nodes,
-            jobs,
-            pods,
-            job_events,
-            auto_templates,
-            auto_cluster_templates,
-            caches,
-            cache_volumes,
-            download_jobs,
-            download_pods,
-            volume_events,
-        },
-        Writers {
-            models: models_w,
-            cluster_models: cluster_models_w,
-            configs: configs_w,
-            cluster_configs: cluster_configs_w,
-            nodes: nodes_w,
-            jobs: jobs_w,
-            pods: pods_w,
-            job_events: job_events_w,
-            auto_templates: auto_templates_w,
-            auto_cluster_templates: auto_cluster_templates_w,
-            caches: caches_w,
-            cache_volumes: cache_volumes_w,
-            download_jobs: download_jobs_w,
-            download_pods: download_pods_w,
-            volume_events: volume_events_w,
-        },
-    )
-}
-
 /// Labels on everything discovery creates.
 pub const DISCOVERY_SELECTOR: &str =
     "app.kubernetes.io/managed-by=aim-operator,app.kubernetes.io/component=discovery";
+
+/// Labels on the inference workloads (S-05).
+pub const WORKLOAD_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=aim-operator,app.kubernetes.io/component=inference";
 
 /// What a reflected watch reports.
 enum Change<K> {
@@ -116,14 +44,15 @@ enum Change<K> {
 
 /// What no decision reads and the stores need not keep: managed fields, and the copy of the whole
 /// object that `kubectl apply` leaves in an annotation.
-pub(crate) fn trim<K: Resource>(o: &mut K) {
+fn trim<K: Resource>(o: &mut K) {
     o.managed_fields_mut().clear();
     if let Some(a) = o.meta_mut().annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
-/// A reflected watch.
+/// A reflected watch: each change reaches the stream after the store took it, so whoever is woken
+/// reads it.
 fn watch<K>(
     api: Api<K>,
     wc: watcher::Config,
@@ -152,167 +81,347 @@ where
         })
 }
 
-/// Runs `f(object, deleted)` for each change of a watch (re-lists are not passed on).
-fn each<K, F>(stream: impl Stream<Item = Change<K>> + Send + 'static, mut f: F) -> JoinHandle<()>
+/// Runs `f(object, deleted)` for each change of a watch of every `K` (re-lists are not passed on).
+fn each<K, F>(ctx: &Arc<Context>, wc: watcher::Config, writer: Writer<K>, f: F) -> JoinHandle<()>
 where
-    K: Send + 'static,
-    F: FnMut(K, bool) + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Context, K, bool) + Send + 'static,
 {
+    let c = ctx.clone();
+    let stream = watch(Api::<K>::all(ctx.client.clone()), wc, writer);
     tokio::spawn(stream.for_each(move |change| {
         match change {
-            Change::Applied(o) => f(o, false),
-            Change::Deleted(o) => f(o, true),
+            Change::Applied(o) => f(&c, o, false),
+            Change::Deleted(o) => f(&c, o, true),
             Change::Relisted => {}
         }
         std::future::ready(())
     }))
 }
 
-fn wake_namespaced(ctx: &Context, pred: impl Fn(&AIMServiceTemplate) -> bool) {
-    for t in ctx.stores.templates.state().iter().filter(|t| pred(t)) {
-        ctx.waker.wake(
-            TemplateScope::Namespace,
-            t.namespace().as_deref(),
-            &t.name_any(),
-        );
-    }
-}
-
-fn wake_cluster(ctx: &Context, pred: impl Fn(&AIMClusterServiceTemplate) -> bool) {
-    for t in ctx
-        .stores
-        .cluster_templates
-        .state()
-        .iter()
-        .filter(|t| pred(t))
-    {
-        ctx.waker.wake(TemplateScope::Cluster, None, &t.name_any());
-    }
-}
-
-/// Starts every watch; the returned tasks run until aborted. `template_changes` names every template
-/// the template controllers' watches saw change or go, after their stores took the change.
-pub fn spawn(
-    ctx: Arc<Context>,
-    w: Writers,
-    template_changes: UnboundedReceiver<TemplateRef>,
-) -> Vec<JoinHandle<()>> {
-    let client = ctx.client.clone();
+/// Starts every watch and the queue position refresh; the tasks run until aborted.
+pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
     let all = watcher::Config::default().any_semantic();
+    // Lists of 100 rather than kube's 500 for the kinds that come in thousands: each page is held
+    // twice while it is read (the text, then every object) next to the store being filled. A restart
+    // over 5,000 Ready templates peaked at 83.5 MiB RSS with pages of 500.
+    let many = all.clone().page_size(100);
     let discovery = all.clone().labels(DISCOVERY_SELECTOR);
-    let mut tasks = Vec::new();
-
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(Api::<AIMModel>::all(client.clone()), all.clone(), w.models),
-        move |m, deleted| {
-            let (ns, name) = (m.namespace(), m.name_any());
-            wake_namespaced(&c, |t| {
-                t.namespace() == ns && t.spec.common.model_name == name
-            });
+    let downloads = all.clone().labels(DOWNLOAD_SELECTOR);
+    let workload = all.clone().labels(WORKLOAD_SELECTOR);
+    let mut tasks = vec![
+        each(ctx, many.clone(), w.templates, |c, t, deleted| {
+            template_changed(c, TemplateScope::Namespace, &t.metadata, deleted)
+        }),
+        each(ctx, many.clone(), w.cluster_templates, |c, t, deleted| {
+            template_changed(c, TemplateScope::Cluster, &t.metadata, deleted)
+        }),
+        each(ctx, all.clone(), w.models, |c, m, deleted| {
+            model_changed(c, &m.metadata, deleted)
+        }),
+        each(ctx, all.clone(), w.cluster_models, |c, m, deleted| {
+            model_changed(c, &m.metadata, deleted)
+        }),
+        each(ctx, all.clone(), w.configs, |c, rc, _| {
+            config_changed(c, &rc.metadata)
+        }),
+        each(ctx, all.clone(), w.cluster_configs, |c, rc, _| {
+            config_changed(c, &rc.metadata)
+        }),
+        node_watch(ctx, all.clone(), w.nodes),
+        discovery_job_watch(ctx, discovery.clone(), w.jobs),
+        each(ctx, discovery, w.pods, |c, pod, _| {
+            wake_template_owner(c, &pod.metadata)
+        }),
+        // The Job controller's FailedCreate events: a discovery pod refused by quota, admission or a
+        // missing service account says so in its template within seconds.
+        each(
+            ctx,
+            all.clone().fields(FAILED_CREATE_EVENT_SELECTOR),
+            w.job_events,
+            |c, ev, deleted| {
+                if let Some(job) = involved(&c.stores.jobs, &ev, deleted) {
+                    wake_template_owner(c, &job.metadata);
+                }
+            },
+        ),
+        // A cache wakes itself, the template of its name (which mirrors its phase, T-27, and makes it
+        // again if someone deletes it, T-26) and the services of its namespace (S-05 mounts it).
+        each(ctx, all.clone(), w.caches, |c, cache, deleted| {
+            let (ns, name) = (cache.namespace().unwrap_or_default(), cache.name_any());
             if !deleted {
-                c.waker.wake_model(ns.as_deref(), &name);
+                c.waker.cache(&ns, &name);
             }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMClusterModel>::all(client.clone()),
-            all.clone(),
-            w.cluster_models,
+            c.waker.template(TemplateScope::Namespace, Some(&ns), &name);
+            wake_services(c, Some(&ns));
+        }),
+        each(
+            ctx,
+            all.clone().labels(VOLUME_SELECTOR),
+            w.cache_volumes,
+            |c, pvc, _| wake_caches_of_child(c, &pvc.metadata, pvc.metadata.name.as_deref()),
         ),
-        move |m, deleted| {
-            let name = m.name_any();
-            wake_namespaced(&c, |t| t.spec.common.model_name == name);
-            wake_cluster(&c, |t| t.spec.common.model_name == name);
+        each(ctx, downloads.clone(), w.download_jobs, |c, job, _| {
+            let volume = job.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+            wake_caches_of_child(c, &job.metadata, volume.as_deref());
+        }),
+        each(ctx, downloads, w.download_pods, |c, pod, _| {
+            // A pod's owner is its Job: the caches are found by the volume it fills.
+            let volume = pod.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+            let meta = ObjectMeta {
+                namespace: pod.namespace(),
+                ..Default::default()
+            };
+            wake_caches_of_child(c, &meta, volume.as_deref());
+        }),
+        // Why a claim does not bind (the PV controller's events): only for our volumes.
+        each(
+            ctx,
+            all.clone().fields(VOLUME_EVENT_SELECTOR),
+            w.volume_events,
+            |c, ev, deleted| {
+                if let Some(v) = involved(&c.stores.cache_volumes, &ev, deleted) {
+                    wake_caches_of_child(c, &v.metadata, v.metadata.name.as_deref());
+                }
+            },
+        ),
+        each(ctx, many, w.services, |c, s, deleted| {
             if !deleted {
-                c.waker.wake_model(None, &name);
+                c.waker
+                    .service(&s.namespace().unwrap_or_default(), &s.name_any());
             }
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMRuntimeConfig>::all(client.clone()),
-            all.clone(),
-            w.configs,
-        ),
-        move |rc, _| {
-            let (ns, name) = (rc.namespace(), rc.name_any());
-            wake_namespaced(&c, |t| {
-                t.namespace() == ns && t.spec.common.runtime_config_name == name
+        }),
+        // A service's workload wakes the service that owns it.
+        each(ctx, workload.clone(), w.deployments, |c, d, _| {
+            wake_service_owner(c, &d.metadata)
+        }),
+        each(ctx, workload.clone(), w.workload_services, |c, s, _| {
+            wake_service_owner(c, &s.metadata)
+        }),
+        // A pod that cannot be scheduled says why in its service within seconds.
+        each(ctx, workload, w.workload_pods, |c, p, _| {
+            if let (Some(ns), Some(name)) = (p.namespace(), p.labels().get(SERVICE_LABEL)) {
+                c.waker.service(&ns, name);
+            }
+        }),
+    ];
+    tasks.push(position_refresh(ctx.clone()));
+    tasks
+}
+
+/// A template changed or went: it wakes itself, the model that made it (M-04), the caches that name
+/// it (C-01, T-28) and the services that may select it (S-03).
+fn template_changed(ctx: &Context, scope: TemplateScope, meta: &ObjectMeta, deleted: bool) {
+    let (ns, name) = (
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    if !deleted {
+        ctx.waker.template(scope, ns, name);
+    }
+    let model_owner = meta.owner_references.iter().flatten().find(|o| {
+        o.controller == Some(true) && matches!(o.kind.as_str(), "AIMModel" | "AIMClusterModel")
+    });
+    if let Some(o) = model_owner {
+        ctx.waker
+            .model(if o.kind == "AIMModel" { ns } else { None }, &o.name);
+    }
+    for cache in ctx.stores.caches.state() {
+        let cache_ns = cache.namespace().unwrap_or_default();
+        if template_wakes_cache(scope, ns, name, &cache_ns, &cache.spec.template_name) {
+            ctx.waker.cache(&cache_ns, &cache.name_any());
+        }
+    }
+    wake_services(ctx, ns);
+}
+
+/// A model changed or went: it wakes itself, the templates that may resolve to it (T-02) and the
+/// services of its scope (S-01).
+fn model_changed(ctx: &Context, meta: &ObjectMeta, deleted: bool) {
+    let changed = Changed::new(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    if !deleted {
+        ctx.waker.model(changed.namespace, changed.name);
+    }
+    wake_templates(ctx, |scope, ns, spec, _| {
+        model_wakes_template(changed, scope, ns, spec)
+    });
+    wake_services(ctx, changed.namespace);
+}
+
+/// A runtime config changed or went: it wakes the templates (T-03, T-04) and caches (C-02) that read
+/// it, and the services of its scope, whose workloads carry its env (S-05).
+fn config_changed(ctx: &Context, meta: &ObjectMeta) {
+    let changed = Changed::new(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    wake_templates(ctx, |scope, ns, spec, _| {
+        config_wakes_template(changed, scope, ns, spec)
+    });
+    let s = &ctx.stores;
+    for cache in s.caches.state() {
+        let cache_ns = cache.namespace().unwrap_or_default();
+        let template = &cache.spec.template_name;
+        let ns_template = s.templates.get(&ObjectRef::new(template).within(&cache_ns));
+        let cl_template = s.cluster_templates.get(&ObjectRef::new(template));
+        let name = cache_config_name(
+            cache.spec.template_scope,
+            ns_template.as_deref().map(|t| &t.spec.common),
+            cl_template.as_deref().map(|t| &t.spec.common),
+        );
+        if config_wakes_cache(changed, &cache_ns, name) {
+            ctx.waker.cache(&cache_ns, &cache.name_any());
+        }
+    }
+    wake_services(ctx, changed.namespace);
+}
+
+/// Wakes every template (of both scopes) that `rule(scope, namespace, spec, status)` names.
+fn wake_templates(
+    ctx: &Context,
+    rule: impl Fn(
+        TemplateScope,
+        Option<&str>,
+        &aim_api::ServiceTemplateCommon,
+        Option<&aim_api::ServiceTemplateStatus>,
+    ) -> bool,
+) {
+    for t in ctx.stores.templates.state() {
+        let ns = t.namespace();
+        if rule(
+            TemplateScope::Namespace,
+            ns.as_deref(),
+            &t.spec.common,
+            t.status.as_ref(),
+        ) {
+            ctx.waker
+                .template(TemplateScope::Namespace, ns.as_deref(), &t.name_any());
+        }
+    }
+    for t in ctx.stores.cluster_templates.state() {
+        if rule(
+            TemplateScope::Cluster,
+            None,
+            &t.spec.common,
+            t.status.as_ref(),
+        ) {
+            ctx.waker
+                .template(TemplateScope::Cluster, None, &t.name_any());
+        }
+    }
+}
+
+/// Wakes the services that read an object of `namespace` (`None`: a cluster-scoped one).
+fn wake_services(ctx: &Context, namespace: Option<&str>) {
+    for s in ctx.stores.services.state() {
+        let ns = s.namespace().unwrap_or_default();
+        if wakes_service(namespace, &ns) {
+            ctx.waker.service(&ns, &s.name_any());
+        }
+    }
+}
+
+/// The object of `store` a new or changed Event is about.
+fn involved<K>(store: &Store<K>, ev: &CoreEvent, deleted: bool) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let o = &ev.involved_object;
+    (!deleted).then(|| {
+        store.get(
+            &ObjectRef::new(o.name.as_deref().unwrap_or_default())
+                .within(o.namespace.as_deref().unwrap_or_default()),
+        )
+    })?
+}
+
+fn wake_template_owner(ctx: &Context, meta: &ObjectMeta) {
+    if let Some(t) = owner_of(meta) {
+        ctx.waker.template(t.scope, t.namespace.as_deref(), &t.name);
+    }
+}
+
+fn wake_service_owner(ctx: &Context, meta: &ObjectMeta) {
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "AIMService");
+    if let (Some(o), Some(ns)) = (owner, meta.namespace.as_deref()) {
+        ctx.waker.service(ns, &o.name);
+    }
+}
+
+/// Wakes the caches that own a volume, download Job or pod, or list its volume.
+fn wake_caches_of_child(ctx: &Context, meta: &ObjectMeta, volume: Option<&str>) {
+    let Some(ns) = meta.namespace.as_deref() else {
+        return;
+    };
+    let owners: Vec<&str> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "AIMTemplateCache")
+        .map(|o| o.uid.as_str())
+        .collect();
+    for cache in ctx.stores.caches.state() {
+        let cache: &AIMTemplateCache = &cache;
+        let volumes = cache
+            .status
+            .iter()
+            .flat_map(|s| &s.sources)
+            .filter_map(|s| s.volume.as_deref());
+        if child_wakes_cache(
+            ns,
+            &owners,
+            volume,
+            cache.metadata.namespace.as_deref().unwrap_or_default(),
+            cache.metadata.uid.as_deref(),
+            volumes,
+        ) {
+            ctx.waker.cache(ns, &cache.name_any());
+        }
+    }
+}
+
+/// T-11: only changes of the GPU inventory wake templates, and only templates that need a GPU. The
+/// inventory's part of each node is all that is kept to tell.
+fn node_watch(ctx: &Arc<Context>, wc: watcher::Config, writer: Writer<Node>) -> JoinHandle<()> {
+    let seen: std::sync::Mutex<HashMap<String, Node>> = Default::default();
+    each(ctx, wc, writer, move |c, node, deleted| {
+        let name = node.name_any();
+        let mut seen = seen.lock().expect("nodes lock");
+        let changed =
+            aim_hardware::alters_gpu_inventory(seen.get(&name), (!deleted).then_some(&node));
+        if deleted {
+            seen.remove(&name);
+        } else {
+            seen.insert(name.clone(), node);
+        }
+        drop(seen);
+        if changed {
+            tracing::debug!(node = %name, "GPU inventory changed");
+            wake_templates(c, |_, _, spec, status| {
+                node_wakes_template(changed, spec, status)
             });
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMClusterRuntimeConfig>::all(client.clone()),
-            all.clone(),
-            w.cluster_configs,
-        ),
-        move |rc, _| {
-            let name = rc.name_any();
-            wake_namespaced(&c, |t| t.spec.common.runtime_config_name == name);
-            wake_cluster(&c, |t| t.spec.common.runtime_config_name == name);
-        },
-    ));
+        }
+    })
+}
 
-    // M-04: a model follows the templates it made (created, changed status, deleted by someone).
-    let auto = all.clone().labels(AUTO_GENERATED_SELECTOR);
+/// Discovery Jobs wake their template; a finished or deleted Job frees its slot at once (T-23). After
+/// a re-list, slots of Jobs the list did not show are checked with the API server: a Job deleted while
+/// the watch was down gave no delete event.
+fn discovery_job_watch(
+    ctx: &Arc<Context>,
+    wc: watcher::Config,
+    writer: Writer<Job>,
+) -> JoinHandle<()> {
     let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMServiceTemplate>::all(client.clone()),
-            auto.clone(),
-            w.auto_templates,
-        ),
-        move |t, _| wake_model_owner(&c, &t.metadata, "AIMModel"),
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMClusterServiceTemplate>::all(client.clone()),
-            auto,
-            w.auto_cluster_templates,
-        ),
-        move |t, _| wake_model_owner(&c, &t.metadata, "AIMClusterModel"),
-    ));
-
-    // T-11: only changes of the GPU inventory wake templates, and only templates that need a GPU.
-    let c = ctx.clone();
-    let mut seen: HashMap<String, Node> = HashMap::new();
-    tasks.push(each(
-        watch(Api::<Node>::all(client.clone()), all.clone(), w.nodes),
-        move |node, deleted| {
-            let name = node.name_any();
-            let before = seen.get(&name);
-            let after = if deleted { None } else { Some(&node) };
-            let changed = aim_hardware::alters_gpu_inventory(before, after);
-            if deleted {
-                seen.remove(&name);
-            } else {
-                seen.insert(name.clone(), node.clone());
-            }
-            if changed {
-                tracing::debug!(node = %name, "GPU inventory changed");
-                wake_namespaced(&c, |t| {
-                    wakes_on_gpu_change(&t.spec.common, t.status.as_ref())
-                });
-                wake_cluster(&c, |t| {
-                    wakes_on_gpu_change(&t.spec.common, t.status.as_ref())
-                });
-            }
-        },
-    ));
-
-    // Discovery Jobs: wake their template; a finished or deleted Job frees its slot at once (T-23).
-    // After a re-list, slots of Jobs the list did not show are checked with the API server: a Job
-    // deleted while the watch was down gave no delete event.
-    let c = ctx.clone();
-    tasks.push(tokio::spawn(
-        watch(Api::<Job>::all(client.clone()), discovery.clone(), w.jobs).for_each(move |change| {
+    tokio::spawn(
+        watch(Api::<Job>::all(ctx.client.clone()), wc, writer).for_each(move |change| {
             let c = c.clone();
             async move {
                 match change {
@@ -320,89 +429,18 @@ pub fn spawn(
                         if !job_is_active(&job) {
                             c.release_slot(&job_key(&job));
                         }
-                        wake_owner(&c, &job.metadata);
+                        wake_template_owner(&c, &job.metadata);
                     }
                     Change::Deleted(job) => {
                         c.release_slot(&job_key(&job));
-                        wake_owner(&c, &job.metadata);
+                        wake_template_owner(&c, &job.metadata);
                     }
                     Change::Relisted => verify_unseen_slots(&c).await,
                 }
             }
         }),
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(Api::<Pod>::all(client.clone()), discovery, w.pods),
-        move |pod, _| {
-            wake_owner(&c, &pod.metadata);
-        },
-    ));
-    // The Job controller's FailedCreate events: a discovery pod refused by quota, admission or a
-    // missing service account says so in its template within seconds.
-    let c = ctx.clone();
-    let failed_create = all.clone().fields(FAILED_CREATE_EVENT_SELECTOR);
-    tasks.push(each(
-        watch(
-            Api::<CoreEvent>::all(client.clone()),
-            failed_create,
-            w.job_events,
-        ),
-        move |ev, deleted| {
-            if deleted {
-                return;
-            }
-            let o = &ev.involved_object;
-            let job = c.stores.jobs.get(
-                &ObjectRef::new(o.name.as_deref().unwrap_or_default())
-                    .within(o.namespace.as_deref().unwrap_or_default()),
-            );
-            if let Some(job) = job {
-                wake_owner(&c, &job.metadata);
-            }
-        },
-    ));
-    spawn_cache_watches(
-        &ctx,
-        &mut tasks,
-        w.caches,
-        w.cache_volumes,
-        w.download_jobs,
-        w.download_pods,
-        w.volume_events,
-        template_changes,
-    );
-    // T-23: waiting templates whose queue position moved are rewritten, each at most every
-    // POSITION_REFRESH, never on every hand-off. A few at a time, every POSITION_TICK: woken all at
-    // once, a few hundred rewrites filled the controller's queue, which releases what waits in no
-    // particular order, and a template just given a slot could wait behind them all.
-    let c = ctx.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POSITION_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let spacing = (POSITION_REFRESH.as_millis() / POSITION_TICK.as_millis()) as u64;
-        let per_tick = usize::from(c.settings.max_concurrent_reconciles).max(1);
-        loop {
-            tick.tick().await;
-            let stale = c
-                .queue
-                .lock()
-                .expect("queue lock")
-                .stale_positions(per_tick, spacing);
-            for key in stale {
-                c.waker.wake_key(&key);
-            }
-        }
-    }));
-    tasks
+    )
 }
-
-/// How often, at most, a waiting template's queue position is rewritten. While a queue drains nearly
-/// every waiter's rank changes at each hand-off: `cargo xtask bench discovery` (200 templates, 2 s
-/// dry-runs) made 25.6 status writes per template with 2 s.
-pub const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often a few waiters' positions are refreshed (as many as reconciles may run at once).
-const POSITION_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Gives back the slots of Jobs that the API server says are gone.
 async fn verify_unseen_slots(ctx: &Context) {
@@ -431,164 +469,33 @@ async fn verify_unseen_slots(ctx: &Context) {
     }
 }
 
-/// Label selector of the templates models create (M-02).
-pub const AUTO_GENERATED_SELECTOR: &str = "aim.eai.amd.com/origin=auto-generated";
+/// How often, at most, a waiting template's queue position is rewritten. While a queue drains nearly
+/// every waiter's rank changes at each hand-off: `cargo xtask bench discovery` (200 templates, 2 s
+/// dry-runs) made 25.6 status writes per template with 2 s.
+pub const POSITION_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a few waiters' positions are refreshed (as many as reconciles may run at once).
+const POSITION_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Wakes the model (of `kind`) that controls a template.
-fn wake_model_owner(ctx: &Context, meta: &kube::api::ObjectMeta, kind: &str) {
-    let owner = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true) && o.kind == kind);
-    if let Some(o) = owner {
-        let ns = if kind == "AIMModel" {
-            meta.namespace.as_deref()
-        } else {
-            None
-        };
-        ctx.waker.wake_model(ns, &o.name);
-    }
-}
-
-fn wake_owner(ctx: &Context, meta: &kube::api::ObjectMeta) {
-    if let Some(t) = owner_of(meta) {
-        ctx.waker.wake(t.scope, t.namespace.as_deref(), &t.name);
-    }
-}
-
-/// C-01…C-03, T-26…T-28: the watches of template caches and of what they make, and the mappers that
-/// wake exactly the caches (and templates) a change concerns.
-#[allow(clippy::too_many_arguments)]
-fn spawn_cache_watches(
-    ctx: &Arc<Context>,
-    tasks: &mut Vec<JoinHandle<()>>,
-    caches: Writer<AIMTemplateCache>,
-    volumes: Writer<PersistentVolumeClaim>,
-    jobs: Writer<Job>,
-    pods: Writer<Pod>,
-    events: Writer<CoreEvent>,
-    template_changes: UnboundedReceiver<TemplateRef>,
-) {
-    let client = ctx.client.clone();
-    let all = watcher::Config::default().any_semantic();
-    // A cache wakes itself, and the template of its name, which mirrors its phase (T-27) and makes it
-    // again if someone deletes it (T-26).
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<AIMTemplateCache>::all(client.clone()),
-            all.clone(),
-            caches,
-        ),
-        move |cache, deleted| {
-            let (ns, name) = (cache.namespace().unwrap_or_default(), cache.name_any());
-            if !deleted {
-                c.waker.wake_cache(&ns, &name);
-            }
-            c.waker.wake(TemplateScope::Namespace, Some(&ns), &name);
-        },
-    ));
-    // Volumes, download Jobs and their pods (label selected) wake the caches that own or list them.
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            all.clone().labels(VOLUME_SELECTOR),
-            volumes,
-        ),
-        move |pvc, _| wake_volume_caches(&c, &pvc.metadata, pvc.metadata.name.as_deref()),
-    ));
-    let downloads = all.clone().labels(DOWNLOAD_SELECTOR);
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(Api::<Job>::all(client.clone()), downloads.clone(), jobs),
-        move |job, _| {
-            let volume = job.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
-            wake_volume_caches(&c, &job.metadata, volume.as_deref());
-        },
-    ));
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(Api::<Pod>::all(client.clone()), downloads, pods),
-        move |pod, _| {
-            // A pod's owner is its Job: the caches are found by the volume it fills.
-            let volume = pod.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
-            let meta = kube::api::ObjectMeta {
-                namespace: pod.namespace(),
-                ..Default::default()
-            };
-            wake_volume_caches(&c, &meta, volume.as_deref());
-        },
-    ));
-    // Why a claim does not bind (the PV controller's events): only for our volumes.
-    let c = ctx.clone();
-    tasks.push(each(
-        watch(
-            Api::<CoreEvent>::all(client),
-            all.fields(VOLUME_EVENT_SELECTOR),
-            events,
-        ),
-        move |ev, deleted| {
-            if deleted {
-                return;
-            }
-            let o = &ev.involved_object;
-            let volume = c.stores.cache_volumes.get(
-                &ObjectRef::new(o.name.as_deref().unwrap_or_default())
-                    .within(o.namespace.as_deref().unwrap_or_default()),
-            );
-            if let Some(v) = volume {
-                wake_volume_caches(&c, &v.metadata, v.metadata.name.as_deref());
-            }
-        },
-    ));
-    // A template that changed or went wakes the caches that name it (C-01, C-03, T-28).
-    let c = ctx.clone();
-    tasks.push(tokio::spawn(template_changes.for_each(move |t| {
-        for cache in c.stores.caches.state() {
-            let in_scope = cache.spec.template_scope == TemplateScope::Cluster
-                || t.scope == TemplateScope::Cluster
-                || cache.namespace() == t.namespace;
-            if cache.spec.template_name == t.name && in_scope {
-                c.waker
-                    .wake_cache(&cache.namespace().unwrap_or_default(), &cache.name_any());
+/// T-23: waiting templates whose queue position moved are rewritten, each at most every
+/// POSITION_REFRESH, never on every hand-off. A few at a time, every POSITION_TICK: woken all at
+/// once, a few hundred rewrites filled the controller's queue, which releases what waits in no
+/// particular order, and a template just given a slot could wait behind them all.
+fn position_refresh(ctx: Arc<Context>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POSITION_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let spacing = (POSITION_REFRESH.as_millis() / POSITION_TICK.as_millis()) as u64;
+        let per_tick = usize::from(ctx.settings.max_concurrent_reconciles).max(1);
+        loop {
+            tick.tick().await;
+            let stale = ctx
+                .queue
+                .lock()
+                .expect("queue lock")
+                .stale_positions(per_tick, spacing);
+            for key in stale {
+                ctx.waker.template_key(&key);
             }
         }
-        std::future::ready(())
-    })));
-}
-
-/// Wakes the caches in the object's namespace that own it or whose status lists `volume`.
-fn wake_volume_caches(ctx: &Context, meta: &kube::api::ObjectMeta, volume: Option<&str>) {
-    let Some(ns) = meta.namespace.as_deref() else {
-        return;
-    };
-    let owners: Vec<&str> = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| o.kind == "AIMTemplateCache")
-        .map(|o| o.uid.as_str())
-        .collect();
-    for cache in ctx.stores.caches.state() {
-        if cache.namespace().as_deref() != Some(ns) {
-            continue;
-        }
-        let owns = cache
-            .metadata
-            .uid
-            .as_deref()
-            .is_some_and(|u| owners.contains(&u));
-        let lists = volume.is_some_and(|v| {
-            cache
-                .status
-                .iter()
-                .flat_map(|s| &s.sources)
-                .any(|s| s.volume.as_deref() == Some(v))
-        });
-        if owns || lists {
-            ctx.waker.wake_cache(ns, &cache.name_any());
-        }
-    }
+    })
 }

@@ -428,3 +428,136 @@ async fn a_service_on_a_cached_template_mounts_its_volumes() {
             .all(|m| m.read_only == Some(true) && m.mount_path.starts_with("/cache/"))
     );
 }
+
+/// Whether the Deployment's inference container has `name=value` in its env.
+fn deployment_env(name: &'static str, value: &'static str) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| {
+        d.and_then(|d| d.spec.template.spec.as_ref())
+            .and_then(|p| p.containers.first()?.env.as_ref())
+            .is_some_and(|env| {
+                env.iter()
+                    .any(|e| e.name == name && e.value.as_deref() == Some(value))
+            })
+    }
+}
+
+// S-05/T-03: editing a runtime config's env reaches the Deployment of every service whose template
+// names it, directly: the templates' status does not change with the env (their resourceVersion is
+// checked), so only the runtime config watch of the services can carry the edit. Both kinds: the
+// cluster config and the namespace config merged over it.
+#[tokio::test]
+async fn a_runtime_config_env_edit_reaches_every_service_that_uses_it() {
+    let ns = setup("svc-cfg", DRY_RUN_OK).await;
+    let config = format!("{}-env", ns.name);
+    let cluster_configs: Api<AIMClusterRuntimeConfig> = Api::all(ns.client.clone());
+    let cluster_config = |value: &str| -> AIMClusterRuntimeConfig {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMClusterRuntimeConfig",
+            "metadata": { "name": config },
+            "spec": { "env": [{ "name": "SHARED", "value": value }] },
+        }))
+        .unwrap()
+    };
+    let ns_config = |value: &str| -> AIMRuntimeConfig {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMRuntimeConfig",
+            "metadata": { "name": config, "namespace": ns.name },
+            "spec": { "env": [{ "name": "TEAM", "value": value }] },
+        }))
+        .unwrap()
+    };
+    apply(&cluster_configs, &cluster_config("one")).await;
+    apply(&ns.api(), &ns_config("a")).await;
+    model_m(&ns, serde_json::json!([])).await;
+    for (name, count) in [("one-gpu", 1), ("two-gpu", 2)] {
+        let mut t = static_template(&ns.name, name, "MI300X", count);
+        t.spec.common.runtime_config_name = config.clone();
+        ready_template(&ns, t).await;
+    }
+    let services: Api<AIMService> = ns.api();
+    for (svc, template) in [("first", "one-gpu"), ("second", "two-gpu")] {
+        let mut s = aim_service(&ns.name, svc, serde_json::json!({"name": "m"}));
+        s.spec.template = Some(ServiceTemplateRef {
+            name: template.into(),
+        });
+        apply(&services, &s).await;
+        wait_for(
+            &services,
+            svc,
+            "service Running",
+            WAIT,
+            service_phase(ServicePhase::Running),
+        )
+        .await;
+    }
+    let deployments: Api<Deployment> = ns.api();
+    for svc in ["first", "second"] {
+        wait_for(
+            &deployments,
+            svc,
+            "SHARED=one",
+            WAIT,
+            deployment_env("SHARED", "one"),
+        )
+        .await;
+        wait_for(
+            &deployments,
+            svc,
+            "TEAM=a",
+            WAIT,
+            deployment_env("TEAM", "a"),
+        )
+        .await;
+    }
+    let templates: Api<AIMServiceTemplate> = ns.api();
+    let versions = |list: Vec<AIMServiceTemplate>| -> Vec<(String, Option<String>)> {
+        list.into_iter()
+            .map(|t| (t.name_any(), t.resource_version()))
+            .collect()
+    };
+    let before = versions(templates.list(&ListParams::default()).await.unwrap().items);
+
+    apply(&cluster_configs, &cluster_config("two")).await;
+    for svc in ["first", "second"] {
+        wait_for(
+            &deployments,
+            svc,
+            "SHARED=two",
+            WAIT,
+            deployment_env("SHARED", "two"),
+        )
+        .await;
+    }
+    apply(&ns.api(), &ns_config("b")).await;
+    for svc in ["first", "second"] {
+        let d = wait_for(
+            &deployments,
+            svc,
+            "TEAM=b",
+            WAIT,
+            deployment_env("TEAM", "b"),
+        )
+        .await;
+        assert!(deployment_env("SHARED", "two").matches_object(Some(&d)));
+    }
+    let after = versions(templates.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(
+        before, after,
+        "the templates were rewritten: the edit did not reach the services directly"
+    );
+    // Still Running after the rollout of the new env.
+    for svc in ["first", "second"] {
+        wait_for(
+            &services,
+            svc,
+            "service Running",
+            WAIT,
+            service_phase(ServicePhase::Running),
+        )
+        .await;
+    }
+    cluster_configs
+        .delete(&config, &DeleteParams::default())
+        .await
+        .unwrap();
+}
