@@ -133,10 +133,16 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             }
             Err(kube::Error::Api(s)) if s.code == 409 => ctx.confirm_slot(&job_key),
             Err(e) => {
-                ctx.release_slot(&job_key);
                 let Some(why) = refusal(&e) else {
+                    // T-23: the Job may have been made although the request failed (a timeout, a lost
+                    // answer): the slot stays held as if it had been. The retry of this template asks
+                    // for the same Job and is answered from the slot; if the Job never appears, the
+                    // template's next request or its deletion gives the slot back.
+                    ctx.confirm_slot(&job_key);
+                    tracing::warn!(template = %key, job = %job_key, error = %e, "discovery job create failed; its slot stays held until the job is seen or known absent");
                     return Err(e.into());
                 };
+                ctx.release_slot(&job_key);
                 // The API server will not take this Job: a failed attempt, in status, with a Warning and
                 // the usual backoff (never a retry every few seconds).
                 tracing::warn!(template = %key, job = %job_key, error = %why, "discovery job refused");
@@ -158,6 +164,25 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
     Ok(action(plan.requeue_after))
 }
 
+/// T-23: gives back the slots `queue_key`'s template holds for Jobs that do not exist (a create that
+/// failed without making the Job), except `keep`'s.
+pub(crate) fn release_absent(ctx: &Context, queue_key: &str, keep: Option<&str>) {
+    let held = ctx.queue.lock().expect("queue lock").held_by(queue_key);
+    for job in held {
+        let (ns, name) = job.split_once('/').unwrap_or_default();
+        if Some(job.as_str()) != keep
+            && ctx
+                .stores
+                .jobs
+                .get(&ObjectRef::new(name).within(ns))
+                .is_none()
+        {
+            tracing::info!(template = %queue_key, job = %job, "slot of a discovery job that does not exist given back");
+            ctx.release_slot(&job);
+        }
+    }
+}
+
 fn job_key_of(job: &Job) -> String {
     aim_resolve::children::job_key(job)
 }
@@ -174,6 +199,7 @@ async fn decide(ctx: &Context, queue_key: &str, created: i64, obs: &mut Observat
             }
             Decision::Need(Need::Slot { namespace, job }) => {
                 let job_key = format!("{namespace}/{job}");
+                release_absent(ctx, queue_key, Some(&job_key));
                 let answer = ctx.queue.lock().expect("queue lock").request(
                     queue_key,
                     created,

@@ -426,8 +426,17 @@ fn discovery_job_watch(
             async move {
                 match change {
                     Change::Applied(job) => {
+                        let key = job_key(&job);
                         if !job_is_active(&job) {
-                            c.release_slot(&job_key(&job));
+                            c.release_slot(&key);
+                        } else if let Some(owner) = owner_of(&job.metadata) {
+                            // T-23: an active Job holding no slot (its create answered with an error
+                            // although it was made) counts against the limit from now on.
+                            let mut queue = c.queue.lock().expect("queue lock");
+                            if !queue.holds(&key) {
+                                tracing::warn!(job = %key, "active discovery job without a slot; slot adopted");
+                                queue.occupy(&key, &owner.key());
+                            }
                         }
                         wake_template_owner(&c, &job.metadata);
                     }

@@ -80,8 +80,9 @@ impl DiscoveryQueue {
         self.active.contains_key(job_key)
     }
 
-    /// Records a Job found active in the API (at start-up or leadership, before any new Job is created;
-    /// later, a Job the watch shows active).
+    /// Records a Job found active in the API: at start-up or leadership, before any new Job is created;
+    /// later, an active Job the watch shows that holds no slot (its create answered with an error
+    /// although the Job was made): the slot is adopted, so that it counts against the limit (T-23).
     pub fn occupy(&mut self, job_key: &str, template_key: &str) {
         self.active.insert(
             job_key.to_string(),
@@ -161,6 +162,15 @@ impl DiscoveryQueue {
     pub fn release(&mut self, job_key: &str, is_live: impl Fn(&str) -> bool) -> Vec<String> {
         self.active.remove(job_key);
         self.wake(is_live)
+    }
+
+    /// The Jobs holding a slot for `template_key`.
+    pub fn held_by(&self, template_key: &str) -> Vec<String> {
+        self.active
+            .iter()
+            .filter(|(_, (t, _))| t == template_key)
+            .map(|(j, _)| j.clone())
+            .collect()
     }
 
     /// A template that no longer waits (it needs no discovery, or it is gone).

@@ -1,9 +1,11 @@
 //! T-23: slot accounting never leaks and never over-grants, whatever the watch misses.
 //!
 //! A model cluster runs alongside the queue: templates ask for slots, Job creates succeed or are
-//! refused, Jobs finish or are deleted, and the watch delivers or misses each of those events. A
-//! re-list shows what really exists (finished Jobs as finished, deleted ones not at all), and the
-//! operator checks every slot the re-list did not show with the API server before giving it back.
+//! refused, or answer with an error whether or not the Job was made; Jobs finish or are deleted,
+//! templates go, and the watch delivers or misses each of those events (an active Job it shows
+//! without a slot has one adopted). A re-list shows what really exists (finished Jobs as finished,
+//! deleted ones not at all), and the operator checks every slot the re-list did not show with the
+//! API server before giving it back.
 
 use aim_resolve::{DiscoveryQueue, SlotRequest};
 use proptest::prelude::*;
@@ -11,10 +13,24 @@ use std::collections::BTreeMap;
 
 const MAX: usize = 3;
 
+/// How the create request of a granted Job answers.
+#[derive(Debug, Clone, Copy)]
+enum Create {
+    Made,
+    /// Refused for good (quota, admission): nothing was made, the slot is given back.
+    Refused,
+    /// An error (a timeout, a lost answer) although the Job was made: the slot stays held.
+    ErrorButMade,
+    /// An error, and nothing was made: the slot stays held until the template asks again or goes.
+    ErrorNotMade,
+}
+
 #[derive(Debug, Clone)]
 enum Step {
-    /// Template `t` asks for a slot; a granted create succeeds, or is refused.
-    Request { t: u8, refused: bool },
+    /// Template `t` asks for a slot; a granted create answers as `create` says.
+    Request { t: u8, create: Create },
+    /// Template `t` is deleted.
+    Gone { t: u8 },
     /// A Job finishes; the watch delivers the event or misses it.
     Finish { pick: u8, seen: bool },
     /// A Job is deleted (TTL, a person, the operator); the watch delivers the event or misses it.
@@ -25,7 +41,13 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => (0u8..8, any::<bool>()).prop_map(|(t, r)| Step::Request { t, refused: r && t % 3 == 0 }),
+        3 => (0u8..8, 0u8..8).prop_map(|(t, c)| Step::Request { t, create: match c {
+            0 if t % 3 == 0 => Create::Refused,
+            1 => Create::ErrorButMade,
+            2 => Create::ErrorNotMade,
+            _ => Create::Made,
+        } }),
+        1 => (0u8..8).prop_map(|t| Step::Gone { t }),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, seen)| Step::Finish { pick, seen }),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, seen)| Step::Delete { pick, seen }),
         1 => Just(Step::Relist),
@@ -39,12 +61,38 @@ fn active_jobs(c: &Cluster) -> usize {
     c.values().filter(|a| **a).count()
 }
 
-fn relist(q: &mut DiscoveryQueue, c: &Cluster) {
-    // Finished Jobs arrive as finished: their slot is given back.
-    for (job, active) in c {
-        if !active {
-            q.release(job, |_| true);
+fn template_of(job: &str) -> String {
+    // "team/discover-t<t>-<n>" belongs to "Namespace/team/t<t>".
+    let t = job
+        .trim_start_matches("team/discover-")
+        .rsplit_once('-')
+        .unwrap()
+        .0;
+    format!("Namespace/team/{t}")
+}
+
+/// The operator's answer to a Job the watch shows: finished gives its slot back, active without a
+/// slot adopts one.
+fn observe(q: &mut DiscoveryQueue, job: &str, active: bool) {
+    if !active {
+        q.release(job, |_| true);
+    } else if !q.holds(job) {
+        q.occupy(job, &template_of(job));
+    }
+}
+
+/// Slots `template` holds for Jobs that do not exist are given back, except `keep`'s.
+fn release_absent(q: &mut DiscoveryQueue, c: &Cluster, template: &str, keep: Option<&str>) {
+    for job in q.held_by(template) {
+        if Some(job.as_str()) != keep && !c.contains_key(&job) {
+            q.release(&job, |_| true);
         }
+    }
+}
+
+fn relist(q: &mut DiscoveryQueue, c: &Cluster) {
+    for (job, active) in c {
+        observe(q, job, *active);
     }
     // Slots whose Job the re-list did not show: the API server says whether it exists.
     for job in q.unseen(|j| c.contains_key(j)) {
@@ -62,7 +110,7 @@ proptest! {
         let mut attempt: BTreeMap<u8, u32> = BTreeMap::new();
         for s in steps {
             match s {
-                Step::Request { t, refused } => {
+                Step::Request { t, create } => {
                     let template = format!("Namespace/team/t{t}");
                     let n = attempt.entry(t).or_default();
                     let job = format!("team/discover-t{t}-{n}");
@@ -70,15 +118,31 @@ proptest! {
                     if cluster.get(&job) == Some(&true) {
                         continue;
                     }
+                    release_absent(&mut q, &cluster, &template, Some(&job));
                     if q.request(&template, i64::from(t), &job, |_| true) == SlotRequest::Granted {
-                        if refused {
-                            q.release(&job, |_| true);
-                        } else {
-                            cluster.insert(job.clone(), true);
-                            q.confirm(&job);
+                        match create {
+                            Create::Made => {
+                                cluster.insert(job.clone(), true);
+                                q.confirm(&job);
+                                *n += 1;
+                            }
+                            Create::Refused => {
+                                q.release(&job, |_| true);
+                                *n += 1;
+                            }
+                            // The retry asks for the same Job.
+                            Create::ErrorButMade => {
+                                cluster.insert(job.clone(), true);
+                                q.confirm(&job);
+                            }
+                            Create::ErrorNotMade => q.confirm(&job),
                         }
-                        *n += 1;
                     }
+                }
+                Step::Gone { t } => {
+                    let template = format!("Namespace/team/t{t}");
+                    q.forget(&template);
+                    release_absent(&mut q, &cluster, &template, None);
                 }
                 Step::Finish { pick, seen } => {
                     let actives: Vec<String> =
@@ -86,7 +150,7 @@ proptest! {
                     if let Some(job) = actives.get(usize::from(pick) % actives.len().max(1)) {
                         cluster.insert(job.clone(), false);
                         if seen {
-                            q.release(job, |_| true);
+                            observe(&mut q, job, false);
                         }
                     }
                 }

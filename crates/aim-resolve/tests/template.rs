@@ -554,6 +554,50 @@ fn t20_t21_failed_job_counts_an_attempt_then_backs_off() {
     );
 }
 
+// T-21: from the fifth failure on the backoff (16 min at a 60 s base) outlasts the usual 600 s TTL of a
+// finished Job; every Job is still created to stay until its retry replaces it, and the retry deletes
+// it itself.
+#[test]
+fn t21_a_failed_job_stays_until_its_retry_however_long_the_backoff() {
+    let mut w = World::new();
+    for attempt in 1..=8 {
+        let p = w.plan();
+        let job = p.create_job.clone().expect("a job for this attempt");
+        let ttl = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .ttl_seconds_after_finished
+            .unwrap();
+        w.apply(&p);
+        w.finish_job("Failed", "BackoffLimitExceeded");
+        let p = w.plan();
+        let d = p.status.discovery.clone().unwrap();
+        assert_eq!(d.attempts, attempt);
+        let wait = p.requeue_after.unwrap().as_secs() as i32;
+        assert!(
+            ttl > wait,
+            "attempt {attempt}: the Job's TTL ({ttl} s) ends before its retry ({wait} s)"
+        );
+        assert!(ttl >= aim_discovery::JOB_TTL_SECONDS_AFTER_FINISHED);
+        assert!(p.delete_jobs.is_empty(), "kept during the backoff");
+        w.apply(&p);
+        // The retry comes: the failed Job goes first, then the next attempt.
+        w.now += i64::from(wait);
+        let p = w.plan();
+        assert_eq!(
+            p.delete_jobs.len(),
+            1,
+            "attempt {attempt}: the retry deletes the failed Job"
+        );
+        w.apply(&p);
+    }
+    assert_eq!(
+        aim_resolve::template::job_ttl(Duration::from_secs(60), 0),
+        600
+    );
+}
+
 #[test]
 fn t20_a_failure_counts_once_even_when_the_cache_lags() {
     // The status write and the Job cache race: the same failed Job seen again is not a second attempt.

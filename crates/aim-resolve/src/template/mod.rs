@@ -32,6 +32,8 @@ mod jobs;
 mod results;
 mod steps;
 
+pub use steps::job_ttl;
+
 use crate::children::log_pod;
 use crate::common::{
     backoff, failed_create, human_duration, job_has, pod_phase, pods_of, unschedulable,

@@ -578,7 +578,13 @@ impl<'o, 'a> Draft<'o, 'a> {
                 self.awaiting(&message, TemplatePhase::Pending);
             }
             Slot::Granted => {
-                self.create_job = Some(discovery_job(inputs, hash));
+                let mut job = discovery_job(inputs, hash);
+                // T-21: a failed Job stays until its retry replaces it, however long the backoff.
+                if let Some(spec) = job.spec.as_mut() {
+                    spec.ttl_seconds_after_finished =
+                        Some(job_ttl(obs.backoff_base, disc.attempts));
+                }
+                self.create_job = Some(job);
                 disc.job = Some(JobReference {
                     name: name.to_string(),
                     namespace: job_ns.to_string(),
@@ -774,4 +780,18 @@ impl<'o, 'a> Draft<'o, 'a> {
             waiting_for_slot: self.waiting_for_slot,
         }
     }
+}
+
+/// T-21: how long a finished discovery Job may stay: [`aim_discovery::JOB_TTL_SECONDS_AFTER_FINISHED`],
+/// or longer when the backoff that follows a failure of this attempt would outlast it, so that a
+/// failed Job (and its log, for `kubectl logs job/…`) is there until its retry replaces it.
+/// `attempts` counts the failures before this attempt.
+pub fn job_ttl(backoff_base: Duration, attempts: i32) -> i32 {
+    /// Time left after the retry is due, for the retry to delete the Job itself.
+    const MARGIN_SECONDS: i32 = 300;
+    let wait = backoff(backoff_base, attempts.saturating_add(1));
+    i32::try_from(wait.as_secs())
+        .unwrap_or(i32::MAX)
+        .saturating_add(MARGIN_SECONDS)
+        .max(aim_discovery::JOB_TTL_SECONDS_AFTER_FINISHED)
 }
