@@ -27,7 +27,7 @@ pub struct Context {
     pub metrics: Metrics,
     /// Statuses this process wrote that the stores may not show yet.
     pub written: WrittenStatuses,
-    /// Consecutive failed reconciles per object key, for the retry delay.
+    /// Consecutive failed reconciles per object UID, for the retry delay.
     failures: Mutex<HashMap<String, u32>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -109,6 +109,15 @@ impl Context {
         }
     }
 
+    /// An object is gone: what is remembered of it by UID (a status written, a retry count) goes too.
+    pub fn forget(&self, uid: &str) {
+        self.written.forget(uid);
+        let mut failures = self.failures.lock().expect("failures lock");
+        if !failures.is_empty() {
+            failures.remove(uid);
+        }
+    }
+
     pub fn stop(&self) {
         for t in self.tasks.lock().expect("tasks lock").drain(..) {
             t.abort();
@@ -151,10 +160,47 @@ impl WrittenStatuses {
         }
     }
 
+    /// The object of `uid` is gone.
+    pub fn forget(&self, uid: &str) {
+        self.map.lock().expect("written lock").remove(uid);
+    }
+
+    /// How many statuses are remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().expect("written lock").len()
+    }
+
     pub fn record<S: Send + Sync + 'static>(&self, uid: String, rv: u64, status: S) {
         self.map
             .lock()
             .expect("written lock")
             .insert(uid, (rv, Arc::new(status)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_write_wins_until_the_store_catches_up_and_a_deleted_object_is_forgotten() {
+        let w = WrittenStatuses::default();
+        w.record("u1".into(), 10, "written".to_string());
+        w.record("u2".into(), 7, "other".to_string());
+        let stored = "stored".to_string();
+        assert_eq!(
+            w.current("u1", 9, Some(&stored)).as_deref(),
+            Some("written")
+        );
+        // The store has our write (or newer): its status, and the entry goes.
+        assert_eq!(
+            w.current("u1", 10, Some(&stored)).as_deref(),
+            Some("stored")
+        );
+        assert_eq!(w.len(), 1);
+        // An object deleted before the store caught up leaves nothing behind.
+        w.forget("u2");
+        assert_eq!(w.len(), 0);
     }
 }

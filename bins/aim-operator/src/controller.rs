@@ -42,6 +42,11 @@ pub fn key_of<K: Kind>(obj: &K) -> String {
     }
 }
 
+/// Retry counts are kept by UID, so that they go with the object ([`Context::forget`]).
+fn retry_key<K: Kind>(obj: &K) -> String {
+    obj.uid().unwrap_or_else(|| key_of(obj))
+}
+
 /// First and longest retry delay of a failed reconcile.
 pub const ERROR_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 
@@ -101,7 +106,7 @@ fn error_policy<K: Kind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Actio
     ctx.metrics.failed(K::NAME, error.category());
     let delay = error
         .retry_after()
-        .unwrap_or_else(|| ctx.backoff_next(&key, ERROR_BACKOFF));
+        .unwrap_or_else(|| ctx.backoff_next(&retry_key(obj.as_ref()), ERROR_BACKOFF));
     tracing::warn!(object = %key, category = error.category(), error = %error, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }

@@ -51,19 +51,26 @@ fn trim<K: Resource>(o: &mut K) {
     }
 }
 
-/// A reflected watch: each change reaches the stream after the store took it, so whoever is woken
-/// reads it.
+/// What the node store keeps: the inventory's part of each node (T-11).
+fn strip_node(node: &mut Node) {
+    trim(node);
+    aim_hardware::strip_to_inventory(node);
+}
+
+/// A reflected watch: each change reaches the stream after the store took it (cut down by `modify`),
+/// so whoever is woken reads it.
 fn watch<K>(
     api: Api<K>,
     wc: watcher::Config,
     writer: Writer<K>,
+    modify: fn(&mut K),
 ) -> impl Stream<Item = Change<K>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     watcher(api, wc)
         .default_backoff()
-        .modify(trim)
+        .modify(modify)
         .reflect(writer)
         .filter_map(|ev| async move {
             match ev {
@@ -87,12 +94,33 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Context, K, bool) + Send + 'static,
 {
+    each_with(ctx, wc, writer, trim, f)
+}
+
+/// [`each`], with the store keeping what `modify` leaves of each object. What the operator remembers
+/// of a deleted object (a status written, a retry count) goes with it.
+fn each_with<K, F>(
+    ctx: &Arc<Context>,
+    wc: watcher::Config,
+    writer: Writer<K>,
+    modify: fn(&mut K),
+    f: F,
+) -> JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Context, K, bool) + Send + 'static,
+{
     let c = ctx.clone();
-    let stream = watch(Api::<K>::all(ctx.client.clone()), wc, writer);
+    let stream = watch(Api::<K>::all(ctx.client.clone()), wc, writer, modify);
     tokio::spawn(stream.for_each(move |change| {
         match change {
             Change::Applied(o) => f(&c, o, false),
-            Change::Deleted(o) => f(&c, o, true),
+            Change::Deleted(o) => {
+                if let Some(uid) = o.meta().uid.as_deref() {
+                    c.forget(uid);
+                }
+                f(&c, o, true)
+            }
             Change::Relisted => {}
         }
         std::future::ready(())
@@ -388,10 +416,11 @@ fn wake_caches_of_child(ctx: &Context, meta: &ObjectMeta, volume: Option<&str>) 
 }
 
 /// T-11: only changes of the GPU inventory wake templates, and only templates that need a GPU. The
-/// inventory's part of each node is all that is kept to tell.
+/// store, and the copy kept to compare with the next change, hold only the inventory's part of each
+/// node.
 fn node_watch(ctx: &Arc<Context>, wc: watcher::Config, writer: Writer<Node>) -> JoinHandle<()> {
     let seen: std::sync::Mutex<HashMap<String, Node>> = Default::default();
-    each(ctx, wc, writer, move |c, node, deleted| {
+    each_with(ctx, wc, writer, strip_node, move |c, node, deleted| {
         let name = node.name_any();
         let mut seen = seen.lock().expect("nodes lock");
         let changed =
@@ -421,7 +450,7 @@ fn discovery_job_watch(
 ) -> JoinHandle<()> {
     let c = ctx.clone();
     tokio::spawn(
-        watch(Api::<Job>::all(ctx.client.clone()), wc, writer).for_each(move |change| {
+        watch(Api::<Job>::all(ctx.client.clone()), wc, writer, trim).for_each(move |change| {
             let c = c.clone();
             async move {
                 match change {

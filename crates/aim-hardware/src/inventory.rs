@@ -214,7 +214,7 @@ fn project(node: Option<&Node>) -> Projection {
         .labels
         .iter()
         .flatten()
-        .filter(|(k, _)| k.starts_with("amd.com/gpu") || k.starts_with("beta.amd.com/gpu"))
+        .filter(|(k, _)| is_gpu_label(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let allocatable: BTreeMap<String, String> = node
@@ -240,6 +240,43 @@ fn project(node: Option<&Node>) -> Projection {
         allocatable,
         unschedulable,
     }
+}
+
+/// Whether a label takes part in the GPU inventory (device ids, family, VRAM: T-05, T-07).
+fn is_gpu_label(key: &str) -> bool {
+    key.starts_with("amd.com/gpu") || key.starts_with("beta.amd.com/gpu")
+}
+
+/// Cuts a Node down to what the inventory reads: its name, its GPU labels, its allocatable extended
+/// resources and its cordon. A watch keeps thousands of nodes; the rest of each (images, conditions,
+/// addresses, system info) is most of its size and nothing here reads it. [`NodeGpus::from_node`] and
+/// [`alters_gpu_inventory`] answer the same for the node and its stripped copy.
+pub fn strip_to_inventory(node: &mut Node) {
+    let meta = &mut node.metadata;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| is_gpu_label(k));
+    }
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    let unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable);
+    node.spec = unschedulable.map(|u| k8s_openapi::api::core::v1::NodeSpec {
+        unschedulable: Some(u),
+        ..Default::default()
+    });
+    let allocatable = node
+        .status
+        .as_mut()
+        .and_then(|s| s.allocatable.take())
+        .map(|mut a| {
+            a.retain(|k, _| k.contains('/'));
+            a
+        });
+    node.status = allocatable.map(|a| k8s_openapi::api::core::v1::NodeStatus {
+        allocatable: Some(a),
+        ..Default::default()
+    });
 }
 
 /// T-11: whether a node change (add: `old` is `None`; delete: `new` is `None`) alters the GPU inventory —

@@ -12,5 +12,5 @@ pub mod resolved;
 pub use affinity::node_affinity;
 pub use availability::{Availability, HardwareError, availability};
 pub use catalog::{GpuModel, catalog, normalize_device_id, normalize_model};
-pub use inventory::{Inventory, NodeGpus, alters_gpu_inventory};
+pub use inventory::{Inventory, NodeGpus, alters_gpu_inventory, strip_to_inventory};
 pub use resolved::{DiscoveredHardware, hardware_summary, resolve_hardware};

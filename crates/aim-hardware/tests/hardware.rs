@@ -448,3 +448,53 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+/// A node as a real cluster shows it: GPU labels among others, images, conditions, addresses.
+fn busy_node(name: &str, labels: &[(String, String)], gpus: Option<&str>, cordoned: bool) -> Node {
+    let mut n = node(name, &[], gpus, cordoned);
+    let all = n.metadata.labels.get_or_insert_with(BTreeMap::new);
+    all.extend(labels.iter().cloned());
+    all.insert("kubernetes.io/hostname".into(), name.into());
+    n.metadata.annotations = Some([("node.alpha.kubernetes.io/ttl".into(), "0".into())].into());
+    let v = serde_json::json!({
+        "images": [{ "names": ["registry.example/aim:1"], "sizeBytes": 123456789 }],
+        "conditions": [{ "type": "Ready", "status": "True" }],
+        "addresses": [{ "type": "InternalIP", "address": "192.0.2.1" }],
+        "capacity": { "cpu": "64", "amd.com/gpu": gpus.unwrap_or("0") },
+    });
+    let extra: k8s_openapi::api::core::v1::NodeStatus = serde_json::from_value(v).unwrap();
+    let status = n.status.get_or_insert_with(Default::default);
+    status.images = extra.images;
+    status.conditions = extra.conditions;
+    status.addresses = extra.addresses;
+    status.capacity = extra.capacity;
+    n
+}
+
+proptest! {
+    // T-11: the stored node is cut to what the inventory reads, and reads the same: its GPUs, its
+    // cordon, its allocatable GPUs, and whether a change of it alters the inventory.
+    #[test]
+    fn a_stripped_node_gives_the_same_inventory(
+        labels in label_set(),
+        other in label_set(),
+        gpus in prop::option::of(prop::sample::select(vec!["0", "4", "8"])),
+        cordoned in any::<bool>(),
+    ) {
+        let full = busy_node("n", &labels, gpus, cordoned);
+        let mut stripped = full.clone();
+        strip_to_inventory(&mut stripped);
+        prop_assert_eq!(NodeGpus::from_node(&stripped), NodeGpus::from_node(&full));
+        prop_assert!(!alters_gpu_inventory(Some(&full), Some(&stripped)));
+        let changed = busy_node("n", &other, gpus, !cordoned);
+        let mut changed_stripped = changed.clone();
+        strip_to_inventory(&mut changed_stripped);
+        prop_assert_eq!(
+            alters_gpu_inventory(Some(&full), Some(&changed)),
+            alters_gpu_inventory(Some(&stripped), Some(&changed_stripped))
+        );
+        let st = stripped.status.as_ref();
+        prop_assert!(st.is_none_or(|s| s.images.is_none() && s.conditions.is_none() && s.capacity.is_none()));
+        prop_assert!(stripped.metadata.labels.iter().flatten().all(|(k, _)| k.contains("amd.com/gpu")));
+    }
+}

@@ -1167,6 +1167,32 @@ fn c03_a_download_image_that_cannot_be_pulled_fails_at_once() {
     assert!(again.create_jobs.is_empty());
 }
 
+// C-03: a download pod whose container cannot be created (a Secret or key behind `valueFrom` is
+// missing) says so at once with the kubelet's text, as Pending: nothing is counted, the Job stays, and
+// creating the Secret lets it start.
+#[test]
+fn c03_a_download_pod_blocked_on_a_missing_secret_says_why() {
+    let mut w = World::new();
+    w.settle();
+    w.bind(QWEN);
+    w.pod(
+        QWEN,
+        serde_json::json!({ "phase": "Pending", "containerStatuses": [{ "name": "download", "image": "i:1",
+            "ready": false, "restartCount": 0, "state": { "waiting": { "reason": "CreateContainerConfigError",
+            "message": "couldn't find key token in Secret team/hf" } } }] }),
+    );
+    let plan = w.decide();
+    let q = &plan.status.sources[0];
+    assert_eq!(q.state, CacheSourceState::Pending);
+    let msg = q.message.as_deref().unwrap();
+    assert!(
+        msg.contains("CreateContainerConfigError") && msg.contains("couldn't find key token"),
+        "{msg}"
+    );
+    assert!(plan.delete_jobs.is_empty());
+    assert_eq!(q.attempts, 0);
+}
+
 #[test]
 fn c03_a_volume_or_job_the_api_server_refuses_is_a_failed_attempt() {
     let mut w = World::new();

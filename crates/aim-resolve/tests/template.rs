@@ -598,6 +598,38 @@ fn t21_a_failed_job_stays_until_its_retry_however_long_the_backoff() {
     );
 }
 
+// T-17/T-19: a log read that fails for now (a 5xx, a broken connection) is no failed attempt: the
+// template says so, reads the log again shortly, and the dry-run's result is taken when it comes.
+#[test]
+fn t19_a_transient_log_read_error_is_retried_not_counted() {
+    let mut w = World::new();
+    let p = w.plan();
+    w.apply(&p);
+    w.finish_job("Complete", "Completed");
+    let p = w.plan_with(
+        &LogRead::Transient("the API server answered 503".into()),
+        Slot::Granted,
+    );
+    assert_eq!(p.status.status, TemplatePhase::Pending);
+    let d = p.status.discovery.clone().unwrap_or_default();
+    assert_eq!(d.attempts, 0, "not a failed attempt");
+    assert!(d.last_failure.is_none());
+    assert!(p.delete_jobs.is_empty() && p.create_job.is_none());
+    assert_eq!(p.requeue_after, Some(aim_resolve::template::LOG_RETRY));
+    assert!(
+        p.events.iter().all(|e| !e.warning),
+        "no Warning: {:?}",
+        p.events
+    );
+    let msg = &cond(&p.status, types::DISCOVERED).message;
+    assert!(msg.contains("retried") && msg.contains("503"), "{msg}");
+    w.apply(&p);
+    // The next read works: Ready, with the dry-run's result.
+    let p = w.plan();
+    assert_eq!(p.status.status, TemplatePhase::Ready);
+    assert_eq!(p.status.discovery.as_ref().unwrap().attempts, 0);
+}
+
 #[test]
 fn t20_a_failure_counts_once_even_when_the_cache_lags() {
     // The status write and the Job cache race: the same failed Job seen again is not a second attempt.
@@ -764,6 +796,43 @@ fn t20_image_pull_errors_delete_the_job_and_say_why() {
             .unwrap()
             .contains("credentials")
     );
+}
+
+// T-20: a discovery pod whose container cannot be created (a Secret or key behind `valueFrom` is
+// missing) says so at once, as DiscoveryBlocked with the kubelet's text; no attempt is counted and the Job
+// stays (creating the Secret lets it start).
+#[test]
+fn t20_a_missing_secret_blocks_discovery_with_the_kubelets_message() {
+    for reason in ["CreateContainerConfigError", "CreateContainerError"] {
+        let mut w = World::new();
+        let p = w.plan();
+        w.apply(&p);
+        let job_uid = w.jobs[0].metadata.uid.clone().unwrap();
+        w.pods.push(serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "namespace": "team", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": job_uid}] },
+            "status": { "phase": "Pending", "containerStatuses": [{ "name": "discovery", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": { "reason": reason, "message": "secret \"hf-token\" not found" } } }] },
+        })).unwrap());
+        let p = w.plan();
+        assert_eq!(p.status.status, TemplatePhase::Pending, "{reason}");
+        assert_cond(
+            &p.status,
+            types::DISCOVERED,
+            "False",
+            reasons::DISCOVERY_BLOCKED,
+        );
+        let msg = &cond(&p.status, types::DISCOVERED).message;
+        assert!(
+            msg.contains(reason) && msg.contains("secret \"hf-token\" not found"),
+            "{msg}"
+        );
+        assert!(p.delete_jobs.is_empty() && p.create_job.is_none());
+        assert_eq!(p.status.discovery.as_ref().map_or(0, |d| d.attempts), 0);
+        assert!(
+            p.events.iter().any(|e| e.warning),
+            "T-31: a Warning says so"
+        );
+    }
 }
 
 #[test]
@@ -984,7 +1053,7 @@ fn world() -> impl Strategy<Value = (World, u8, u8, u8)> {
         any::<bool>(),
         0u8..4,
         0u8..3,
-        0u8..4,
+        0u8..5,
     )
         .prop_map(
             |(cluster, model, named_config, gpu, static_sources, job_state, slot, log)| {
@@ -1039,6 +1108,7 @@ fn log_of(n: u8) -> LogRead {
         0 => LogRead::Text(OK_LOG.as_bytes().to_vec()),
         1 => LogRead::Text(b"[]".to_vec()),
         2 => LogRead::Unavailable("gone".into()),
+        3 => LogRead::Transient("503 Service Unavailable".into()),
         _ => LogRead::Text(b"{broken".to_vec()),
     }
 }

@@ -5,7 +5,9 @@ use super::download_job_name;
 use super::plan::{CacheObservation, CachedTemplate, ChildChange, ChildKind};
 use super::status::{VOLUME_BIND_GRACE, VolumeState};
 use super::volume::{cache_volume, volume_name, volume_size};
-use crate::common::{backoff, human_duration, job_has, pod_phase, pods_of, unschedulable};
+use crate::common::{
+    backoff, container_config_wait, human_duration, job_has, pod_phase, pods_of, unschedulable,
+};
 use aim_api::{CacheSourceState, CachedSource, JobReference, ModelSourceStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Event, PersistentVolumeClaim};
@@ -363,6 +365,13 @@ impl<'o, 'a> Draft<'o, 'a> {
             self.failure(&mut out, cause, Some(job), false);
         } else if let Some(cause) = pods.iter().find_map(|p| pull_failure(p)) {
             self.failure(&mut out, cause, Some(job), true);
+        } else if let Some((reason, message)) = pods.iter().find_map(|p| container_config_wait(p)) {
+            pending(
+                &mut out,
+                format!(
+                    "the download pod of job {job_name} cannot start its container ({reason}): {message}"
+                ),
+            );
         } else if pods.iter().any(|p| pod_phase(p) == Some("Running")) {
             out.state = CacheSourceState::Downloading;
             out.message = Some(format!("downloading onto volume {volume} (job {job_name})"));

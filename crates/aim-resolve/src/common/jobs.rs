@@ -70,6 +70,23 @@ pub(crate) fn image_pull_wait(pod: &Pod) -> Option<(&ContainerStatus, &str, &str
     })
 }
 
+/// A container of the pod the kubelet cannot start because of its configuration
+/// (`CreateContainerConfigError`: a Secret, ConfigMap or key behind `valueFrom` or a volume is missing;
+/// `CreateContainerError`): the waiting reason and the kubelet's message. Nothing changes until someone
+/// acts, so it is reported at once instead of waiting out the Job's deadline.
+pub(crate) fn container_config_wait(pod: &Pod) -> Option<(&str, &str)> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|s| {
+        let waiting = s.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        matches!(
+            reason,
+            "CreateContainerConfigError" | "CreateContainerError"
+        )
+        .then(|| (reason, waiting.message.as_deref().unwrap_or_default()))
+    })
+}
+
 pub(crate) fn pod_phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref()?.phase.as_deref()
 }

@@ -10,6 +10,6 @@ mod jobs;
 pub use backoff::{backoff, human_duration};
 pub(crate) use hash::{hex, sha256_hex};
 pub(crate) use jobs::{
-    JobFailure, failed_create, image_pull_wait, job_failure, job_has, owned_by, pod_phase, pods_of,
-    unschedulable, unscheduled,
+    JobFailure, container_config_wait, failed_create, image_pull_wait, job_failure, job_has,
+    owned_by, pod_phase, pods_of, unschedulable, unscheduled,
 };

@@ -36,7 +36,8 @@ pub use steps::job_ttl;
 
 use crate::children::log_pod;
 use crate::common::{
-    backoff, failed_create, human_duration, job_has, pod_phase, pods_of, unschedulable,
+    backoff, container_config_wait, failed_create, human_duration, job_has, pod_phase, pods_of,
+    unschedulable,
 };
 use inputs::discovery_inputs;
 use jobs::{failed_job_message, image_pull_failure};
@@ -77,8 +78,11 @@ pub enum Slot {
 pub enum LogRead {
     NotRead,
     Text(Vec<u8>),
-    /// It could not be read (pod gone, …): the reason.
+    /// It cannot be read (the pod is gone, …): the reason. A failed attempt.
     Unavailable(String),
+    /// Reading it failed for now (the API server answered 5xx, the connection broke): the reason.
+    /// Not a failed attempt: the log is read again shortly.
+    Transient(String),
 }
 
 /// Everything the decision depends on.
@@ -141,6 +145,9 @@ pub enum Decision {
     Need(Need),
     Plan(Box<Plan>),
 }
+
+/// How soon a log read that failed for now is tried again.
+pub const LOG_RETRY: Duration = Duration::from_secs(5);
 
 /// Default first retry delay after a failed discovery (T-21).
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(60);

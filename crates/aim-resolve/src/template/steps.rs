@@ -380,6 +380,11 @@ impl<'o, 'a> Draft<'o, 'a> {
         {
             // T-20: a job stuck on its image is deleted at once, which frees its slot.
             self.failure(message, disc, Some(job), true);
+        } else if let Some((reason, message)) = pods.iter().find_map(|p| container_config_wait(p)) {
+            // The pod waits for someone to create what it refers to: say so now, not at the deadline.
+            self.blocked(format!(
+                "the discovery pod of job {name} cannot start its container ({reason}): {message}"
+            ));
         } else if pods.iter().any(|p| pod_phase(p) == Some("Succeeded")) {
             self.awaiting(
                 &format!("dry-run finished in job {name}; reading its result"),
@@ -441,6 +446,15 @@ impl<'o, 'a> Draft<'o, 'a> {
             LogRead::Unavailable(why) => {
                 let cause = format!("the dry-run log could not be read: {why}");
                 self.failure(cause, disc, Some(job), false);
+                return None;
+            }
+            LogRead::Transient(why) => {
+                // Not the dry-run's fault: read it again shortly, count nothing.
+                self.awaiting(
+                    &format!("job {name} completed; reading its dry-run log failed for now and is retried: {why}"),
+                    TemplatePhase::Pending,
+                );
+                self.requeue_after = Some(super::LOG_RETRY);
                 return None;
             }
             LogRead::Text(log) => log,
