@@ -38,8 +38,8 @@ enum Task {
         exit_when_settled: bool,
     },
     /// Benchmarks: the criterion benchmarks (the dry-run parser; extra arguments go to criterion), or the
-    /// operator on a cluster of the benchmarks' own (`scale`, `discovery`, `chaos`, and `smoke`: small
-    /// sizes of the three, asserting only correctness, for CI).
+    /// operator on a cluster of the benchmarks' own (`scale`, `discovery`, `chaos`, `services`, and
+    /// `smoke`: small sizes of the four, asserting only correctness, for CI).
     Bench {
         #[command(subcommand)]
         what: Option<BenchKind>,
@@ -135,8 +135,27 @@ enum BenchKind {
         #[command(flatten)]
         common: BenchCommon,
     },
-    /// Small sizes of scale, discovery and chaos on one benchmark cluster, asserting only correctness
-    /// (all Ready, limits held, nothing written or reconciled while idle). CI runs it.
+    /// AIMServices (one replica each) over static templates on fake GPU nodes: time to all Running,
+    /// status, Deployment and Service writes and the GETs and LISTs per service, connections, memory;
+    /// then an idle window and a restart, which must write nothing.
+    Services {
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Namespaces to spread them over (one model and one template each).
+        #[arg(long, default_value_t = 10)]
+        namespaces: usize,
+        /// Extra fake 8-GPU nodes (default: enough for every inference pod).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Length of the idle window, in seconds.
+        #[arg(long, default_value_t = 10)]
+        idle_seconds: u64,
+        #[command(flatten)]
+        common: BenchCommon,
+    },
+    /// Small sizes of scale, discovery, chaos and services on one benchmark cluster, asserting only
+    /// correctness (all Ready or Running, limits held, nothing written or reconciled while idle). CI
+    /// runs it.
     Smoke {
         #[command(flatten)]
         common: BenchCommon,

@@ -1,4 +1,4 @@
-//! `cargo xtask bench scale|discovery|chaos|smoke`: the operator binary against a cluster of the
+//! `cargo xtask bench scale|discovery|chaos|services|smoke`: the operator binary against a cluster of the
 //! benchmarks' own (`target/bench-testenv`, brought up and down by the benchmark), so that neither the
 //! shared test cluster nor the operators other tests run there see the benchmark's objects or disturb
 //! its figures.
@@ -9,6 +9,7 @@
 pub mod chaos;
 pub mod discovery;
 pub mod scale;
+pub mod services;
 pub mod watch;
 
 use anyhow::{Context as _, Result, bail};
@@ -85,6 +86,21 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
             println!("{f}\n{report}");
             discovery::check(&f, false)
         }
+        K::Services {
+            services,
+            namespaces,
+            nodes,
+            idle_seconds,
+            common,
+        } => {
+            let operator = operator_of(&common, true)?;
+            let cluster = Cluster::up(common.keep_cluster)?;
+            eprintln!("{}", machine(&operator));
+            let o = services::Options::new(services, namespaces, nodes, idle_seconds, operator);
+            let f = services::run(&cluster, &o)?;
+            println!("{f}");
+            services::check(&f)
+        }
         K::Smoke { common } => {
             // The parser's criterion benchmark once per input, in test mode: it asserts that every
             // log parses, and does not time.
@@ -120,10 +136,13 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
             let (f, report) =
                 // 60 templates: the API server restart comes at most ~16 s in (two kills, each up to 5 s
                 // after a restart up to 1 s after a kill), and the run must not have drained by then.
-                chaos::run(&cluster, &chaos_options(60, "2s".into(), 2, None, operator))?;
+                chaos::run(&cluster, &chaos_options(60, "2s".into(), 2, None, operator.clone()))?;
             println!("{f}\n{report}");
             discovery::check(&f, false)?;
-            println!("bench smoke: scale, discovery and chaos correct");
+            let f = services::run(&cluster, &services::Options::new(20, 2, None, 5, operator))?;
+            println!("{f}");
+            services::check(&f)?;
+            println!("bench smoke: scale, discovery, chaos and services correct");
             Ok(())
         }
     }
@@ -296,6 +315,77 @@ impl Cluster {
         );
         Ok(())
     }
+
+    /// Deletes a run's namespaces and the fake GPU nodes of [`Self::gpu_nodes`], without waiting.
+    pub fn clean_up(&self, namespaces: impl IntoIterator<Item = String>) {
+        let mut delete = self.kubectl();
+        delete.args(["delete", "namespace", "--wait=false"]);
+        delete.args(namespaces);
+        let _ = delete.output();
+        let _ = self
+            .kubectl()
+            .args([
+                "delete",
+                "node",
+                "-l",
+                "bench.aim.test/node=true",
+                "--wait=false",
+            ])
+            .output();
+    }
+
+    /// Waits until no namespace is being deleted (what an earlier run left is gone), at most `within`.
+    pub fn wait_no_terminating_namespaces(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self
+                .kubectl()
+                .args([
+                    "get",
+                    "namespaces",
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "listing namespaces: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let terminating = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter(|p| *p == "Terminating")
+                .count();
+            if terminating == 0 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{terminating} namespaces still being deleted after {within:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A namespace `ns` and its model `m` (no registry read, no templates of its own).
+pub fn namespace_with_model(ns: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
+         apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: {ns}\n\
+         spec:\n  image: example.test/aim:1\n  discovery:\n    extractMetadata: false\n    createServiceTemplates: false\n---\n"
+    )
+}
+
+/// A namespace template `name` of model `m` on one MI300X with a static source `uri` (Ready without
+/// discovery), labelled `bench.aim.test/run=<run>`.
+pub fn static_template(run: &str, ns: &str, name: &str, uri: &str) -> String {
+    format!(
+        "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+         \x20 labels:\n    bench.aim.test/run: {run}\n\
+         spec:\n  modelName: m\n  hardware:\n    gpu:\n      model: MI300X\n      requests: 1\n\
+         \x20 modelSources:\n  - name: weights\n    sourceURI: {uri}\n    size: 16Gi\n---\n"
+    )
 }
 
 impl Drop for Cluster {
@@ -362,34 +452,38 @@ impl Requests {
         )
     }
 
-    /// Writes (create, update, patch, apply, delete) of `resource` (and `subresource`, `""` for the
-    /// object itself) in `group`.
-    pub fn writes(&self, group: &str, resource: &str, subresource: &str) -> f64 {
+    /// The requests whose key `keep` accepts.
+    pub fn sum(&self, keep: impl Fn(&RequestKey) -> bool) -> f64 {
         self.0
             .iter()
-            .filter(|((g, r, s, v), _)| {
-                g == group && r == resource && s == subresource && is_write(v)
-            })
+            .filter(|(k, _)| keep(k))
             .map(|(_, n)| n)
             .sum::<f64>()
             + 0.0 // an empty float sum is -0.0
+    }
+
+    /// Writes (create, update, patch, apply, delete) of `resource` (and `subresource`, `""` for the
+    /// object itself) in `group`.
+    pub fn writes(&self, group: &str, resource: &str, subresource: &str) -> f64 {
+        self.sum(|(g, r, s, v)| g == group && r == resource && s == subresource && is_write(v))
     }
 
     /// Writes of `resource` in `group`, subresources included.
     pub fn all_writes(&self, group: &str, resource: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|((g, r, _, v), _)| g == group && r == resource && is_write(v))
-            .map(|(_, n)| n)
-            .sum::<f64>()
-            + 0.0 // an empty float sum is -0.0
+        self.sum(|(g, r, _, v)| g == group && r == resource && is_write(v))
     }
 
     /// One line per moved write counter, e.g. `aim.eai.amd.com aimservicetemplates/status APPLY 5000`.
     pub fn describe_writes(&self) -> String {
+        self.describe(|(_, _, _, v)| is_write(v), None)
+    }
+
+    /// One line per moved counter that `keep` accepts, with the count divided by `per` after it when
+    /// given (e.g. per service).
+    pub fn describe(&self, keep: impl Fn(&RequestKey) -> bool, per: Option<f64>) -> String {
         let mut s = String::new();
-        for ((g, r, sub, v), n) in &self.0 {
-            if !is_write(v) {
+        for (k @ (g, r, sub, v), n) in &self.0 {
+            if !keep(k) {
                 continue;
             }
             let group = if g.is_empty() { "core" } else { g };
@@ -398,7 +492,11 @@ impl Requests {
             } else {
                 format!("{r}/{sub}")
             };
-            s += &format!("    {group:<18} {res:<34} {v:<7} {n:>7.0}\n");
+            s += &format!("    {group:<18} {res:<34} {v:<7} {n:>7.0}");
+            if let Some(per) = per {
+                s += &format!(" ({:.2} each)", n / per);
+            }
+            s += "\n";
         }
         s
     }
@@ -512,6 +610,23 @@ impl Operator {
         self.metric("aim_reconciles_total{controller=\"AIMServiceTemplate\"}")
     }
 
+    /// Service reconciles this process has run.
+    pub fn service_reconciles(&self) -> Option<f64> {
+        self.metric("aim_reconciles_total{controller=\"AIMService\"}")
+    }
+
+    /// Reconciles of every controller this process has run.
+    pub fn all_reconciles(&self) -> Option<f64> {
+        let body = self.metrics()?;
+        Some(
+            body.lines()
+                .filter(|l| l.starts_with("aim_reconciles_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+                .sum::<f64>()
+                + 0.0,
+        )
+    }
+
     /// Waits until `/readyz` answers 200 (every watch synced), at most `within`.
     pub fn wait_ready(&mut self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
@@ -530,12 +645,22 @@ impl Operator {
 
     /// Waits until the template reconcile counter has not moved for `quiet`, at most `within`; returns it.
     pub fn wait_reconciles_settle(&mut self, quiet: Duration, within: Duration) -> Result<f64> {
+        self.wait_settled(Self::template_reconciles, quiet, within)
+    }
+
+    /// Waits until the counter `count` reads has not moved for `quiet`, at most `within`; returns it.
+    pub fn wait_settled(
+        &mut self,
+        count: impl Fn(&Self) -> Option<f64>,
+        quiet: Duration,
+        within: Duration,
+    ) -> Result<f64> {
         let deadline = Instant::now() + within;
-        let mut last = (self.template_reconciles().unwrap_or(0.0), Instant::now());
+        let mut last = (count(self).unwrap_or(0.0), Instant::now());
         loop {
             self.check_alive()?;
             std::thread::sleep(Duration::from_millis(100));
-            let now = self.template_reconciles().unwrap_or(0.0);
+            let now = count(self).unwrap_or(0.0);
             if now != last.0 {
                 last = (now, Instant::now());
             } else if last.1.elapsed() >= quiet {
@@ -706,6 +831,17 @@ pub fn control_plane_cpu() -> BTreeMap<String, f64> {
                 .unwrap_or("?")
                 .to_string();
             (name, cpu_seconds(pid))
+        })
+        .collect()
+}
+
+/// CPU seconds each control plane process used since `before` (a [`control_plane_cpu`] reading).
+pub fn control_plane_cpu_since(before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    control_plane_cpu()
+        .into_iter()
+        .map(|(name, now)| {
+            let then = before.get(&name).copied().unwrap_or(0.0);
+            (name, now - then)
         })
         .collect()
 }

@@ -141,26 +141,22 @@ pub fn check(f: &Figures) -> Result<()> {
 /// Namespaces `<run>-<n>`, one model each, and `templates` static templates spread over them, labelled
 /// `bench.aim.test/run=<run>`.
 fn populate(cluster: &Cluster, run: &str, templates: usize, namespaces: usize) -> Result<()> {
-    let mut yaml = String::new();
-    for n in 0..namespaces {
-        yaml += &format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {run}-{n}\n---\n\
-             apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMModel\nmetadata:\n  name: m\n  namespace: {run}-{n}\n\
-             spec:\n  image: example.test/aim:1\n  discovery:\n    extractMetadata: false\n    createServiceTemplates: false\n---\n"
-        );
-    }
+    let yaml: String = (0..namespaces)
+        .map(|n| super::namespace_with_model(&format!("{run}-{n}")))
+        .collect();
     cluster.apply(&yaml)?;
     for chunk in (0..templates).collect::<Vec<_>>().chunks(500) {
-        let mut yaml = String::new();
-        for i in chunk {
-            yaml += &format!(
-                "apiVersion: aim.eai.amd.com/v1alpha1\nkind: AIMServiceTemplate\nmetadata:\n  name: t{i}\n  namespace: {run}-{}\n\
-                 \x20 labels:\n    bench.aim.test/run: {run}\n\
-                 spec:\n  modelName: m\n  hardware:\n    gpu:\n      model: MI300X\n      requests: 1\n\
-                 \x20 modelSources:\n  - name: weights\n    sourceURI: hf://org/model-{i}\n    size: 16Gi\n---\n",
-                i % namespaces
-            );
-        }
+        let yaml: String = chunk
+            .iter()
+            .map(|i| {
+                super::static_template(
+                    run,
+                    &format!("{run}-{}", i % namespaces),
+                    &format!("t{i}"),
+                    &format!("hf://org/model-{i}"),
+                )
+            })
+            .collect();
         cluster.apply(&yaml)?;
     }
     Ok(())
@@ -220,7 +216,7 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
     // Events are posted after the status write: let the last reconciles finish.
     op.wait_reconciles_settle(Duration::from_secs(2), Duration::from_secs(120))?;
     let after = cluster.requests()?;
-    let cp_after = super::control_plane_cpu();
+    let cp = super::control_plane_cpu_since(&cp_before);
     figures.cpu_seconds = super::cpu_seconds(op.pid());
     figures.peaks = sampler.finish();
     let d = after.since(&before);
@@ -234,11 +230,8 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
     figures.all_event_writes = event_writes(&d);
     figures.template_writes = d.writes(AIM_GROUP, "aimservicetemplates", "");
     figures.writes = d.describe_writes();
-    let cpu = |name: &str| {
-        cp_after.get(name).copied().unwrap_or(0.0) - cp_before.get(name).copied().unwrap_or(0.0)
-    };
-    figures.apiserver_cpu_seconds = cpu("kube-apiserver");
-    figures.etcd_cpu_seconds = cpu("etcd");
+    figures.apiserver_cpu_seconds = cp.get("kube-apiserver").copied().unwrap_or(0.0);
+    figures.etcd_cpu_seconds = cp.get("etcd").copied().unwrap_or(0.0);
     eprintln!("start-up measured; restarting the operator over the Ready templates");
 
     // Idle: a restart over the Ready templates.
@@ -302,20 +295,7 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
         .since(&before)
         .all_writes(AIM_GROUP, "aimservicetemplates");
     op.stop();
-    let mut delete = cluster.kubectl();
-    delete.args(["delete", "namespace", "--wait=false"]);
-    delete.args((0..o.namespaces).map(|n| format!("{run}-{n}")));
-    let _ = delete.output();
-    let _ = cluster
-        .kubectl()
-        .args([
-            "delete",
-            "node",
-            "-l",
-            "bench.aim.test/node=true",
-            "--wait=false",
-        ])
-        .output();
+    cluster.clean_up((0..o.namespaces).map(|n| format!("{run}-{n}")));
     Ok(figures)
 }
 

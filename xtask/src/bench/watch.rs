@@ -1,12 +1,14 @@
-//! What the benchmarks watch: templates (phase, queue position, when each became Ready) and discovery
-//! Jobs (how many are active at once, in all and per template, and in which order they were created).
-//! Both survive re-lists (an API server restart): a re-list replaces what was known, so a Job deleted
-//! while the watch was down does not stay counted.
+//! What the benchmarks watch: templates (phase, queue position, when each became Ready), discovery
+//! Jobs (how many are active at once, in all and per template, and in which order they were created)
+//! and services (a store of them).
+//! All three survive re-lists (an API server restart): a re-list replaces what was known, so a Job
+//! deleted while the watch was down does not stay counted.
 
-use aim_api::{AIMServiceTemplate, TemplatePhase};
-use futures::TryStreamExt;
+use aim_api::{AIMService, AIMServiceTemplate, ServicePhase, TemplatePhase};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -231,4 +233,33 @@ pub fn jobs(rt: &tokio::runtime::Runtime, client: kube::Client) -> Arc<Mutex<Job
         }
     });
     state
+}
+
+/// A store of the services labelled `selector` in every namespace, kept by a watch on `rt`; returns once
+/// it holds the first list.
+pub fn services(
+    rt: &tokio::runtime::Runtime,
+    client: kube::Client,
+    selector: &str,
+) -> anyhow::Result<Store<AIMService>> {
+    let (reader, writer) = reflector::store();
+    let cfg = watcher::Config::default().labels(selector).any_semantic();
+    let stream = reflector::reflector(writer, watcher(Api::<AIMService>::all(client), cfg))
+        .default_backoff();
+    rt.spawn(stream.for_each(|_| async {})); // errors are retried with backoff
+    rt.block_on(reader.wait_until_ready())?;
+    Ok(reader)
+}
+
+/// How many services of `store` are Running.
+pub fn running(store: &Store<AIMService>) -> usize {
+    store
+        .state()
+        .iter()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.status == ServicePhase::Running)
+        })
+        .count()
 }
