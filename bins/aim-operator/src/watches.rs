@@ -13,8 +13,9 @@ use aim_resolve::wake::{
     model_wakes_template, node_wakes_template, template_wakes_cache, wakes_service,
 };
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod, Service};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -55,6 +56,25 @@ fn trim<K: Resource>(o: &mut K) {
 fn strip_node(node: &mut Node) {
     trim(node);
     aim_hardware::strip_to_inventory(node);
+}
+
+/// What the stores keep of a service's workload: what the service decision reads (S-05). The hash
+/// annotation, the owner, the generation and the status of a Deployment; the metadata of a Service; the
+/// status of a pod. The specs are most of each object and are written from the decision, never read.
+fn strip_deployment(d: &mut Deployment) {
+    trim(d);
+    d.spec = Default::default();
+}
+
+fn strip_service(s: &mut Service) {
+    trim(s);
+    s.spec = Default::default();
+    s.status = Default::default();
+}
+
+fn strip_pod(p: &mut Pod) {
+    trim(p);
+    p.spec = Default::default();
 }
 
 /// A reflected watch: each change reaches the stream after the store took it (cut down by `modify`),
@@ -220,14 +240,22 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
             }
         }),
         // A service's workload wakes the service that owns it.
-        each(ctx, workload.clone(), w.deployments, |c, d, _| {
-            wake_service_owner(c, &d.metadata)
-        }),
-        each(ctx, workload.clone(), w.workload_services, |c, s, _| {
-            wake_service_owner(c, &s.metadata)
-        }),
+        each_with(
+            ctx,
+            workload.clone(),
+            w.deployments,
+            strip_deployment,
+            |c, d, _| wake_service_owner(c, &d.metadata),
+        ),
+        each_with(
+            ctx,
+            workload.clone(),
+            w.workload_services,
+            strip_service,
+            |c, s, _| wake_service_owner(c, &s.metadata),
+        ),
         // A pod that cannot be scheduled says why in its service within seconds.
-        each(ctx, workload, w.workload_pods, |c, p, _| {
+        each_with(ctx, workload, w.workload_pods, strip_pod, |c, p, _| {
             if let (Some(ns), Some(name)) = (p.namespace(), p.labels().get(SERVICE_LABEL)) {
                 c.waker.service(&ns, name);
             }
