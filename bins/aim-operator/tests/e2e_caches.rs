@@ -824,3 +824,52 @@ async fn a_volume_refused_by_a_quota_is_a_failed_attempt_until_the_quota_allows_
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_download_pod_blocked_on_a_missing_secret_says_why_within_seconds() {
+    // C-03: the kubelet cannot create the download container (a Secret behind `valueFrom` is missing;
+    // kwok leaves the pod in CreateContainerConfigError when its env asks for it). The source says so
+    // within seconds with the kubelet's text, instead of waiting out the download deadline; sampled
+    // along the way, it never counts a failed attempt.
+    let (ns, _port) = setup("cache-nosecret").await;
+    model_m(&ns, serde_json::json!([])).await;
+    let sources = serde_json::json!([
+        { "name": "weights", "sourceURI": "hf://org/gated-weights", "size": "1Gi",
+          "env": [{ "name": "AIM_TEST_OUTCOME", "value": "config-error" }] },
+    ]);
+    apply(
+        &ns.api::<AIMServiceTemplate>(),
+        &template(
+            &ns.name,
+            "tpl",
+            static_spec(sources, serde_json::json!({ "enabled": true })),
+        ),
+    )
+    .await;
+    let cache = wait_for(
+        &ns.api::<AIMTemplateCache>(),
+        "tpl",
+        "the source says why its pod cannot start",
+        Duration::from_secs(30),
+        |c: Option<&AIMTemplateCache>| {
+            let sources = c.and_then(|c| c.status.as_ref()).map(|s| &s.sources);
+            assert!(
+                sources
+                    .into_iter()
+                    .flatten()
+                    .all(|s| s.state != CacheSourceState::Failed && s.attempts == 0),
+                "a failed attempt was counted: {sources:#?}"
+            );
+            sources.into_iter().flatten().any(|s| {
+                s.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("CreateContainerConfigError"))
+            })
+        },
+    )
+    .await;
+    let source = &cache.status.as_ref().unwrap().sources[0];
+    assert_eq!(source.state, CacheSourceState::Pending);
+    let msg = source.message.as_deref().unwrap();
+    assert!(msg.contains("secret \"hf-token\" not found"), "{msg}");
+}

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
+use kube::runtime::wait::Condition;
 use kube::runtime::{WatchStreamExt, watcher};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -331,4 +332,41 @@ async fn a_missing_service_account_says_why_within_seconds() {
         msg.contains("cannot be created") && msg.contains("\"missing\""),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn a_discovery_pod_blocked_on_a_missing_secret_says_why_within_seconds() {
+    // T-20: the kubelet cannot create the container (a Secret behind `valueFrom` is missing: the test
+    // control plane's kwok leaves the pod in CreateContainerConfigError when its env asks for it). The
+    // template says so within seconds, with the kubelet's text, instead of blaming the 600 s deadline;
+    // sampled along the way, it never counts a failed attempt.
+    let ns = setup("nosecret", DRY_RUN_OK).await;
+    model_m(&ns, outcome("config-error")).await;
+    let api = ns.api::<AIMServiceTemplate>();
+    apply(&api, &template(&ns.name, "t", on_mi300x("m"))).await;
+    let t = wait_for(
+        &api,
+        "t",
+        "DiscoveryBlocked",
+        Duration::from_secs(20),
+        |t: Option<&AIMServiceTemplate>| {
+            let st = t.and_then(|t| t.status.as_ref());
+            assert!(
+                st.is_none_or(|s| s.discovery.as_ref().is_none_or(|d| d.attempts == 0)),
+                "a failed attempt was counted: {st:#?}"
+            );
+            discovery_blocked().matches_object(t)
+        },
+    )
+    .await;
+    assert_eq!(t.status.as_ref().unwrap().status, TemplatePhase::Pending);
+    let msg = discovered_message(&t);
+    assert!(
+        msg.contains("CreateContainerConfigError") && msg.contains("secret \"hf-token\" not found"),
+        "{msg}"
+    );
+    wait_warnings(&ns, "t", |w| {
+        w.iter().any(|(r, _, _)| r == reasons::DISCOVERY_BLOCKED)
+    })
+    .await;
 }

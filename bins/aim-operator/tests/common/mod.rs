@@ -41,6 +41,16 @@ impl RunningOperator {
         settings: aim_operator::Settings,
         service_account: Option<(&str, &str)>,
     ) -> Self {
+        Self::start_via(settings, service_account, None)
+    }
+
+    /// [`RunningOperator::start_as`], talking to the API server through `front` (a plain-HTTP URL that
+    /// forwards to it) when given.
+    pub fn start_via(
+        settings: aim_operator::Settings,
+        service_account: Option<(&str, &str)>,
+        front: Option<String>,
+    ) -> Self {
         let identity = service_account.map(|(ns, name)| {
             (
                 format!("system:serviceaccount:{ns}:{name}"),
@@ -59,7 +69,10 @@ impl RunningOperator {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let client = operator_client(identity).await;
+                let client = match front {
+                    None => operator_client(identity).await,
+                    Some(url) => operator_client_via(identity, &url).await,
+                };
                 aim_operator::run(client, settings, async move {
                     let _ = stop_rx.await;
                 })
@@ -92,6 +105,19 @@ pub async fn operator_client(identity: Option<(String, Vec<String>)>) -> kube::C
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("kubeconfig");
+    if let Some((user, groups)) = identity {
+        config.auth_info.impersonate = Some(user);
+        config.auth_info.impersonate_groups = Some(groups);
+    }
+    aim_operator::http2_client(config).expect("building the operator's client")
+}
+
+/// [`operator_client`], sending every request to `url` instead of the API server.
+pub async fn operator_client_via(
+    identity: Option<(String, Vec<String>)>,
+    url: &str,
+) -> kube::Client {
+    let mut config = kube::Config::new(url.parse().expect("front URL"));
     if let Some((user, groups)) = identity {
         config.auth_info.impersonate = Some(user);
         config.auth_info.impersonate_groups = Some(groups);
@@ -357,9 +383,13 @@ pub fn active(job: &Job) -> bool {
 }
 
 pub fn spawn_job_watch(client: kube::Client) -> Arc<Mutex<JobWatch>> {
+    spawn_job_watch_of(Api::all(client))
+}
+
+/// [`spawn_job_watch`] of the discovery Jobs `jobs` lists (e.g. one namespace's).
+pub fn spawn_job_watch_of(jobs: Api<Job>) -> Arc<Mutex<JobWatch>> {
     let state = Arc::new(Mutex::new(JobWatch::default()));
     let s = state.clone();
-    let jobs: Api<Job> = Api::all(client);
     tokio::spawn(async move {
         let cfg = watcher::Config::default().labels("app.kubernetes.io/component=discovery");
         let mut stream = std::pin::pin!(watcher(jobs, cfg).default_backoff());
