@@ -150,13 +150,14 @@ where
 /// Starts every watch and the queue position refresh; the tasks run until aborted.
 pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
     let all = watcher::Config::default().any_semantic();
-    // Lists of 100 rather than kube's 500 for the kinds that come in thousands: each page is held
-    // twice while it is read (the text, then every object) next to the store being filled. A restart
-    // over 5,000 Ready templates peaked at 83.5 MiB RSS with pages of 500.
+    // Lists of 100 rather than kube's 500 for the kinds that come in thousands (templates, services and
+    // their workloads): each page is held twice while it is read (the text, then every object, before
+    // it is cut down) next to the store being filled. A restart over 5,000 Ready templates peaked at
+    // 83.5 MiB RSS with pages of 500.
     let many = all.clone().page_size(100);
     let discovery = all.clone().labels(DISCOVERY_SELECTOR);
     let downloads = all.clone().labels(DOWNLOAD_SELECTOR);
-    let workload = all.clone().labels(WORKLOAD_SELECTOR);
+    let workload = many.clone().labels(WORKLOAD_SELECTOR);
     let mut tasks = vec![
         each(ctx, many.clone(), w.templates, |c, t, deleted| {
             template_changed(c, TemplateScope::Namespace, &t.metadata, deleted)
