@@ -1,16 +1,20 @@
 //! M-01: reads an image's config labels from its registry, with the credentials the kubelet would use
 //! (the model's `imagePullSecrets`, `kubernetes.io/dockerconfigjson`). Only the Secrets a model names
 //! are read, one `get` each; Secrets are never listed or watched.
+//!
+//! Whoever may create a model chooses the registry, so nothing a registry sends is trusted ([`fetch`]:
+//! every body capped, the whole read under a deadline, few reads at once; [`documents`]: only the
+//! fields that matter are kept).
+
+mod documents;
+mod fetch;
 
 use aim_resolve::model::{MetadataFailure, RegistryNeed, RegistryRead};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, client::ClientConfig, client::ClientProtocol};
-use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// How the registry is reached.
 #[derive(Debug, Clone, Default)]
@@ -39,55 +43,7 @@ pub async fn read_labels(
         Ok(a) => a,
         Err(f) => return RegistryRead::Failed(f),
     };
-    let authenticated = !matches!(auth, RegistryAuth::Anonymous);
-    let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(settings.insecure.clone()),
-        platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(30)),
-        user_agent: concat!("aim-operator/", env!("CARGO_PKG_VERSION")),
-        ..ClientConfig::default()
-    };
-    // A client per read: tokens are cached per registry inside a client, and two models may hold
-    // different credentials for the same registry.
-    let oci = oci_client::Client::new(config);
-    let read = tokio::time::timeout(
-        Duration::from_secs(60),
-        oci.pull_manifest_and_config(&reference, &auth),
-    )
-    .await;
-    match read {
-        Err(_) => RegistryRead::Failed(MetadataFailure::Unreachable(format!(
-            "registry {registry} did not answer within 60s"
-        ))),
-        Ok(Err(e)) => RegistryRead::Failed(classify(&need.image, &registry, authenticated, &e)),
-        Ok(Ok((_manifest, digest, config))) => match config_labels(&config) {
-            Ok(labels) => RegistryRead::Read {
-                digest: Some(digest),
-                labels,
-            },
-            Err(why) => RegistryRead::Failed(MetadataFailure::Registry(format!(
-                "the config of image {} cannot be read: {why}",
-                need.image
-            ))),
-        },
-    }
-}
-
-/// `config.Labels` of an image config.
-fn config_labels(config: &str) -> Result<BTreeMap<String, String>, String> {
-    let v: serde_json::Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
-    let labels = v
-        .get("config")
-        .and_then(|c| c.get("Labels"))
-        .and_then(|l| l.as_object())
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(labels)
+    fetch::read_image(settings, &need.image, &reference, auth, fetch::READ_TIMEOUT).await
 }
 
 /// The first of the named pull secrets with an entry for `registry`; anonymous when none has one.
@@ -204,93 +160,6 @@ fn auth_for(dockerconfigjson: &[u8], registry: &str) -> Result<Option<RegistryAu
     ))
 }
 
-/// Sorts a registry error into the failure a user can act on.
-fn classify(
-    image: &str,
-    registry: &str,
-    authenticated: bool,
-    e: &OciDistributionError,
-) -> MetadataFailure {
-    let unauthorized = || {
-        MetadataFailure::Unauthorized(if authenticated {
-            format!("registry {registry} refused the credentials of the pull secret for {image}")
-        } else {
-            format!(
-                "registry {registry} requires credentials for {image} and the model names no pull \
-                 secret with an entry for it"
-            )
-        })
-    };
-    let not_found = |detail: &str| {
-        MetadataFailure::NotFound(format!(
-            "image {image} not found in registry {registry}: {detail}"
-        ))
-    };
-    match e {
-        OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::UnauthorizedError { .. } => unauthorized(),
-        OciDistributionError::ImageManifestNotFoundError(why) => not_found(why),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                unauthorized()
-            } else if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown
-                )
-            }) {
-                not_found(
-                    &envelope
-                        .errors
-                        .iter()
-                        .map(|e| e.message.clone())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            } else {
-                MetadataFailure::Registry(format!(
-                    "registry {registry} answered for {image}: {envelope}"
-                ))
-            }
-        }
-        OciDistributionError::ServerError { code, message, .. } => match code {
-            401 | 403 => unauthorized(),
-            404 => not_found(message),
-            _ => MetadataFailure::Registry(format!(
-                "registry {registry} answered {code} for {image}: {}",
-                message.chars().take(200).collect::<String>()
-            )),
-        },
-        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
-            MetadataFailure::Unreachable(format!("cannot reach registry {registry}: {}", chain(re)))
-        }
-        OciDistributionError::RequestError(re) => MetadataFailure::Unreachable(format!(
-            "request to registry {registry} failed: {}",
-            chain(re)
-        )),
-        other => MetadataFailure::Registry(format!("reading {image} from {registry}: {other}")),
-    }
-}
-
-/// An error and its causes, as one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,15 +211,5 @@ mod tests {
                 .unwrap_err()
                 .contains("user:password")
         );
-    }
-
-    #[test]
-    fn labels_come_from_the_image_config() {
-        let labels = config_labels(
-            r#"{"architecture":"amd64","os":"linux","config":{"Labels":{"a":"1","n":2}}}"#,
-        )
-        .unwrap();
-        assert_eq!(labels, [("a".to_string(), "1".to_string())].into());
-        assert!(config_labels(r#"{"os":"linux"}"#).unwrap().is_empty());
     }
 }

@@ -81,6 +81,8 @@ pub mod reasons {
     pub const REGISTRY_UNAUTHORIZED: &str = "RegistryUnauthorized";
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     pub const REGISTRY_ERROR: &str = "RegistryError";
+    /// A registry sent (or announced) a token, manifest or config blob over the operator's cap.
+    pub const REGISTRY_RESPONSE_TOO_LARGE: &str = "RegistryResponseTooLarge";
     pub const PULL_SECRET_INVALID: &str = "PullSecretInvalid";
     pub const LABEL_MISSING: &str = "LabelMissing";
     pub const LABEL_UNPARSABLE: &str = "LabelUnparsable";

@@ -51,6 +51,16 @@ pub enum ParseError {
         /// Printable text around the break, at most 120 characters, the break marked `<HERE>`.
         excerpt: String,
     },
+    /// The first element is valid JSON but too large to keep: a real result is a few KiB, and a template
+    /// status must fit in one Kubernetes object.
+    #[error(
+        "the first dry-run result is too large: once parsed it would take more than {limit} bytes ({}) of memory; a dry-run result is a few KiB, and a template status must fit in one Kubernetes object (about 1.5 MiB)",
+        mib(*limit)
+    )]
+    ResultTooLarge {
+        /// The memory limit of the parsed result, in bytes.
+        limit: usize,
+    },
     /// The first element lacks something it must have (`profile`, `models`, a source's `name`, …).
     #[error("the first dry-run result is malformed: {message}")]
     InvalidElement {
@@ -97,6 +107,7 @@ impl ParseError {
             ParseError::NoArray { .. } => "NoResult",
             ParseError::Empty { .. } => "EmptyResult",
             ParseError::InvalidJson { .. } => "InvalidJSON",
+            ParseError::ResultTooLarge { .. } => "ResultTooLarge",
             ParseError::InvalidElement { .. } => "InvalidElement",
             ParseError::InvalidValue { .. } => "InvalidValue",
             ParseError::InvalidSourceUri { .. } => "InvalidSourceURI",
@@ -107,7 +118,7 @@ impl ParseError {
     /// Coarse class, for metrics labels: `too_large`, `no_result`, `malformed` or `invalid_content`.
     pub fn category(&self) -> &'static str {
         match self {
-            ParseError::TooLarge { .. } => "too_large",
+            ParseError::TooLarge { .. } | ParseError::ResultTooLarge { .. } => "too_large",
             ParseError::NoArray { .. } | ParseError::Empty { .. } => "no_result",
             ParseError::InvalidJson { .. } | ParseError::InvalidElement { .. } => "malformed",
             ParseError::InvalidValue { .. }

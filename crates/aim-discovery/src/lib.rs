@@ -10,6 +10,7 @@
 
 mod error;
 mod excerpt;
+mod first;
 mod hash;
 mod inputs;
 mod job;
@@ -20,6 +21,7 @@ mod scan;
 pub mod security;
 
 pub use error::ParseError;
+pub use first::RESULT_MEMORY_LIMIT;
 pub use hash::{INPUTS_HASH_LEN, INPUTS_HASH_VERSION, hex, inputs_hash, legacy_inputs_hash};
 pub use inputs::{DiscoveryInputs, TEMPLATE_API_VERSION};
 pub use job::{

@@ -2,10 +2,9 @@
 
 use crate::error::ParseError;
 use crate::excerpt;
+use crate::first::{First, RESULT_MEMORY_LIMIT, first_element};
 use crate::result::{DryRunResult, element_to_result};
 use crate::scan::{Candidate, scan};
-use serde::Deserialize;
-use serde_json::Value;
 
 /// Default byte limit of a dry-run log: 8 MiB.
 pub const DEFAULT_LOG_LIMIT: usize = 8 * 1024 * 1024;
@@ -14,9 +13,11 @@ pub const DEFAULT_LOG_LIMIT: usize = 8 * 1024 * 1024;
 ///
 /// The whole log (blanks trimmed) is tried as a JSON array first; otherwise the last non-empty JSON array
 /// of objects in it is used (see the `scan` module for what counts as a candidate), and noise around it,
-/// invalid UTF-8 included, is ignored. Only the first element counts. Time and memory are linear in the
-/// log size. A log longer than `limit` bytes is refused: read it with a limit of `limit + 1` bytes so an
-/// over-limit log can be told apart from one that is exactly at the limit.
+/// invalid UTF-8 included, is ignored. Only the first element counts, and only it is kept in memory: the
+/// others are checked as JSON and skipped, and the first may take at most [`RESULT_MEMORY_LIMIT`] once
+/// parsed ([`ParseError::ResultTooLarge`]). Time and memory are linear in the log size. A log longer than
+/// `limit` bytes is refused: read it with a limit of `limit + 1` bytes so an over-limit log can be told
+/// apart from one that is exactly at the limit.
 ///
 /// When no non-empty array parses, the failure reported is the one that ends last in the log: an array
 /// of objects that is not valid JSON (typically cut short) gives [`ParseError::InvalidJson`], a `[]`
@@ -48,11 +49,10 @@ pub fn parse_dry_run(log: &[u8], limit: usize) -> Result<DryRunResult, ParseErro
             continue;
         }
         let slice = &log[start..end];
-        match parse_array(slice) {
-            Ok(elements) => match elements.into_iter().next() {
-                Some(first) => return element_to_result(first),
-                None => tried.push((start, end, end)),
-            },
+        match first_element(slice) {
+            Ok(First::Value(first)) => return element_to_result(first),
+            Ok(First::TooLarge) => return Err(too_large_result()),
+            Ok(First::Empty) => tried.push((start, end, end)),
             Err(err) => {
                 // An array starting exactly where this one broke is still tried on its own.
                 let at = start + error_offset(slice, &err);
@@ -83,19 +83,17 @@ fn whole_log(log: &[u8]) -> Option<Result<DryRunResult, ParseError>> {
     if trimmed.first() != Some(&b'[') {
         return None;
     }
-    let elements = parse_array(trimmed).ok()?;
-    Some(match elements.into_iter().next() {
-        Some(first) => element_to_result(first),
-        None => Err(empty(log, log.len())),
+    Some(match first_element(trimmed).ok()? {
+        First::Value(first) => element_to_result(first),
+        First::TooLarge => Err(too_large_result()),
+        First::Empty => Err(empty(log, log.len())),
     })
 }
 
-/// `bytes` as exactly one JSON array.
-fn parse_array(bytes: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let elements = Vec::<Value>::deserialize(&mut de)?;
-    de.end()?;
-    Ok(elements)
+fn too_large_result() -> ParseError {
+    ParseError::ResultTooLarge {
+        limit: RESULT_MEMORY_LIMIT,
+    }
 }
 
 /// Offset in `bytes` of the byte where `err` occurred, from its 1-based line and column.

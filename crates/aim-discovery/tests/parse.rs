@@ -3,9 +3,88 @@
 mod common;
 
 use aim_api::{Metric, ModelSourceStatus, Precision, TemplateType};
-use aim_discovery::{DEFAULT_LOG_LIMIT, DryRunResult, ParseError, ProfileMetadata, parse_dry_run};
+use aim_discovery::{
+    DEFAULT_LOG_LIMIT, DryRunResult, ParseError, ProfileMetadata, RESULT_MEMORY_LIMIT,
+    parse_dry_run,
+};
 use common::{ELEMENT, array_with, clean_array};
 use proptest::prelude::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts the bytes each thread holds, so a test can tell what parsing allocates (tests run on threads
+/// of their own).
+struct Counting;
+
+thread_local! {
+    static HELD: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = HELD.try_with(|held| {
+        let now = held.get() + delta;
+        held.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: every call is passed on to `System` unchanged; only a thread-local counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// `f`'s result and the most bytes this thread held during `f` beyond what it held before.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = HELD.with(Cell::get);
+    PEAK.with(|p| p.set(before));
+    let out = f();
+    (out, (PEAK.with(Cell::get) - before).max(0) as usize)
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// `head` followed by `,1` until the log is `size` bytes, closed by `tail`.
+fn padded(head: &str, tail: &str, size: usize) -> Vec<u8> {
+    let mut log = Vec::with_capacity(size);
+    log.extend_from_slice(head.as_bytes());
+    while log.len() + 2 + tail.len() <= size {
+        log.extend_from_slice(b",1");
+    }
+    log.resize(size - tail.len(), b' ');
+    log.extend_from_slice(tail.as_bytes());
+    log
+}
 
 fn parse(log: &str) -> Result<DryRunResult, ParseError> {
     parse_dry_run(log.as_bytes(), DEFAULT_LOG_LIMIT)
@@ -275,6 +354,75 @@ fn only_the_first_element_is_used() {
     // The second element is not checked either.
     let log = format!("[{ELEMENT}, 42]");
     assert_eq!(parse(&log).unwrap(), expected());
+}
+
+// T-17: only the first element is kept in memory. An 8 MiB array of small numbers after the result
+// (which as a `Vec<Value>` takes over 100 MiB) costs next to nothing, on the whole-log path and the scan's.
+#[test]
+fn the_elements_after_the_first_take_no_memory() {
+    let whole = padded(&format!("[{ELEMENT}"), "]", DEFAULT_LOG_LIMIT);
+    let scanned = padded(
+        &format!("banner [ok]\n[{ELEMENT}"),
+        "]\ndone [ok]\n",
+        DEFAULT_LOG_LIMIT,
+    );
+    for log in [whole, scanned] {
+        assert_eq!(log.len(), DEFAULT_LOG_LIMIT);
+        let (result, peak) = peak_during(|| parse_dry_run(&log, DEFAULT_LOG_LIMIT));
+        assert_eq!(result.unwrap(), expected());
+        assert!(peak < MIB, "{peak} bytes held while parsing an 8 MiB log");
+    }
+}
+
+// T-19: an 8 MiB array of numbers is refused for what its first element is, without holding the rest.
+#[test]
+fn an_array_of_small_numbers_is_refused_without_holding_it() {
+    let log = padded("[1", "]", DEFAULT_LOG_LIMIT);
+    let (result, peak) = peak_during(|| parse_dry_run(&log, DEFAULT_LOG_LIMIT));
+    let err = result.unwrap_err();
+    assert!(
+        err.to_string().contains("the first element is a number"),
+        "{err}"
+    );
+    assert!(peak < MIB, "{peak} bytes held while parsing an 8 MiB log");
+}
+
+// T-19: a first element too large to keep is a failure that says so, and parsing it holds no more than
+// the limit (with the slack of growing vectors), not the 100+ MiB it would take.
+#[test]
+fn a_first_result_too_large_to_keep_is_a_failure() {
+    for (head, tail) in [
+        (r#"[{"profile": {"x": [1"#, r#"]}, "models": []}]"#),
+        (
+            "banner\n[{\"models\": [], \"profile\": {\"x\": [1",
+            "]}}]\ndone [ok]\n",
+        ),
+    ] {
+        let log = padded(head, tail, DEFAULT_LOG_LIMIT);
+        let (result, peak) = peak_during(|| parse_dry_run(&log, DEFAULT_LOG_LIMIT));
+        let err = result.unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::ResultTooLarge {
+                limit: RESULT_MEMORY_LIMIT
+            }
+        );
+        assert_eq!(
+            (err.reason(), err.category()),
+            ("ResultTooLarge", "too_large")
+        );
+        assert!(err.to_string().contains("4 MiB"), "{err}");
+        assert!(
+            peak < 3 * RESULT_MEMORY_LIMIT,
+            "{peak} bytes held while parsing an 8 MiB log"
+        );
+    }
+    // A cut-short array is still invalid JSON, however large its first element.
+    let log = padded(r#"[{"profile": {"x": [1"#, "", DEFAULT_LOG_LIMIT);
+    assert!(matches!(
+        parse_dry_run(&log, DEFAULT_LOG_LIMIT).unwrap_err(),
+        ParseError::InvalidJson { .. }
+    ));
 }
 
 // --- Values the API would reject are failures (T-19). ---

@@ -22,6 +22,8 @@ pub enum MetadataFailure {
     PullSecret(String),
     /// Any other registry answer (5xx, a malformed manifest).
     Registry(String),
+    /// A token, manifest or config blob larger than the operator reads from a registry.
+    TooLarge(String),
     /// The image has neither recommended-deployments label.
     LabelMissing(String),
     /// The label is there but cannot be read.
@@ -37,6 +39,7 @@ impl MetadataFailure {
             Self::NotFound(_) => reasons::IMAGE_NOT_FOUND,
             Self::PullSecret(_) => reasons::PULL_SECRET_INVALID,
             Self::Registry(_) => reasons::REGISTRY_ERROR,
+            Self::TooLarge(_) => reasons::REGISTRY_RESPONSE_TOO_LARGE,
             Self::LabelMissing(_) => reasons::LABEL_MISSING,
             Self::LabelUnparsable(_) => reasons::LABEL_UNPARSABLE,
         }
@@ -50,20 +53,21 @@ impl MetadataFailure {
             | Self::NotFound(m)
             | Self::PullSecret(m)
             | Self::Registry(m)
+            | Self::TooLarge(m)
             | Self::LabelMissing(m)
             | Self::LabelUnparsable(m) => m,
         }
     }
 
     /// A short category for metrics: `unreachable`, `unauthorized`, `not_found`, `pull_secret`,
-    /// `registry`, `label_missing`, `label_unparsable`.
+    /// `registry` (a response over the cap included), `label_missing`, `label_unparsable`.
     pub fn category(&self) -> &'static str {
         match self {
             Self::Unreachable(_) => "unreachable",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::PullSecret(_) => "pull_secret",
-            Self::Registry(_) => "registry",
+            Self::Registry(_) | Self::TooLarge(_) => "registry",
             Self::LabelMissing(_) => "label_missing",
             Self::LabelUnparsable(_) => "label_unparsable",
         }
