@@ -103,13 +103,18 @@ pub async fn run(
                         .store(true, std::sync::atomic::Ordering::Relaxed)
                 },
             )
-            .await?;
+            .await;
             match acquired {
-                Some(l) => Some(l),
-                None => {
+                Ok(Some(l)) => Some(l),
+                Ok(None) => {
                     // Asked to stop while standing by.
                     abort();
                     return Ok(());
+                }
+                Err(e) => {
+                    // E.g. the system namespace does not exist: the error says what to do.
+                    abort();
+                    return Err(e);
                 }
             }
         }
@@ -117,7 +122,17 @@ pub async fn run(
     shared
         .standby
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let (ctx, triggers) = start(client, settings).await?;
+    let (ctx, triggers) = match start(client, settings).await {
+        Ok(started) => started,
+        Err(e) => {
+            // Give the lease back rather than hold it, idle, until it expires.
+            if let Some(leadership) = leadership {
+                leadership.release().await;
+            }
+            abort();
+            return Err(e);
+        }
+    };
     let _ = shared.ctx.set(ctx.clone());
     ctx.metrics
         .ready

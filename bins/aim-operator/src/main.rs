@@ -60,7 +60,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match args.log_format {
@@ -70,6 +70,18 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    match operate(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what went wrong (and its causes), never anyhow's Debug print with a
+            // backtrace.
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn operate(args: Args) -> anyhow::Result<()> {
     aim_operator::install_crypto_provider();
     let client = aim_operator::http2_client(kube::Config::infer().await?)?;
     let settings = Settings {
