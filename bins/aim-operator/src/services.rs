@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::controller::{Kind, current_status, key_of, publish, write_status};
 use crate::error::Error;
-use crate::kinds::model_candidate;
+use crate::kinds::{controller_uid, model_candidate};
 use crate::stores::{config_candidate, in_namespace};
 use aim_api::{AIMModel, AIMService, TemplateScope};
 use aim_hardware::Inventory;
@@ -97,10 +97,7 @@ fn detail<'a>(
 
 /// Whether the AIMService of `uid` controls the object.
 fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
+    controller_uid(meta) == Some(uid)
 }
 
 /// The workload object of the service's name, as the store has it; when the store has none, the API

@@ -203,28 +203,6 @@ struct Operator {
     _guard: (Child, ChildStdin),
 }
 
-/// The test cluster's kubeconfig acting as the chart's ServiceAccount (O-05).
-fn service_account_kubeconfig() -> std::path::PathBuf {
-    install_operator_rbac();
-    let mut config =
-        kube::config::Kubeconfig::read_from(xtask::testenv::kubeconfig_path()).unwrap();
-    for user in &mut config.auth_infos {
-        if let Some(info) = user.auth_info.as_mut() {
-            info.impersonate = Some(format!(
-                "system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"
-            ));
-            info.impersonate_groups = Some(vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{SYSTEM_NAMESPACE}"),
-                "system:authenticated".into(),
-            ]);
-        }
-    }
-    let path = xtask::testenv::workdir().join("hostile-sa-kubeconfig.yaml");
-    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 /// One operator process for this test binary, reading the fake registries over HTTP, started once and
 /// ready (its `/readyz`); stopped when the test process exits, however it exits.
 fn operator() -> &'static Operator {
@@ -259,7 +237,7 @@ fn operator() -> &'static Operator {
                 "--insecure-registries",
                 &format!("{plain},{token}{test_registries}"),
             ])
-            .env("KUBECONFIG", service_account_kubeconfig())
+            .env("KUBECONFIG", service_account_kubeconfig("hostile-sa-kubeconfig.yaml"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -31,29 +31,6 @@ const RACE_RENEW_GRACE_SECONDS: u64 = 2;
 /// `aim-system/aim-operator` and the ServiceAccount's kubeconfig file.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The test cluster's kubeconfig, acting as the chart's ServiceAccount (impersonation), so the replicas
-/// have only its RBAC (O-05).
-fn service_account_kubeconfig() -> std::path::PathBuf {
-    install_operator_rbac();
-    let mut config =
-        kube::config::Kubeconfig::read_from(xtask::testenv::kubeconfig_path()).unwrap();
-    for user in &mut config.auth_infos {
-        if let Some(info) = user.auth_info.as_mut() {
-            info.impersonate = Some(format!(
-                "system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"
-            ));
-            info.impersonate_groups = Some(vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{SYSTEM_NAMESPACE}"),
-                "system:authenticated".into(),
-            ]);
-        }
-    }
-    let path = xtask::testenv::workdir().join("operator-sa-kubeconfig.yaml");
-    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 struct Replica {
     name: &'static str,
     port: u16,
@@ -67,7 +44,10 @@ impl Replica {
             std::fs::File::create(xtask::testenv::workdir().join(format!("leader-{name}.log")))
                 .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_aim-operator"))
-            .env("KUBECONFIG", service_account_kubeconfig())
+            .env(
+                "KUBECONFIG",
+                service_account_kubeconfig("operator-sa-kubeconfig.yaml"),
+            )
             .env("POD_NAME", name)
             .env("RUST_LOG", "info")
             .args([
@@ -545,7 +525,7 @@ async fn without_its_namespace_the_operator_exits_saying_what_to_do() {
     // As the chart's ServiceAccount, whose Role is in aim-system only: authorisation fails first, so the
     // line names both causes.
     let (status, output) = run_binary(
-        service_account_kubeconfig(),
+        service_account_kubeconfig("operator-sa-kubeconfig.yaml"),
         &namespace,
         "leader-no-namespace-sa.log",
     )

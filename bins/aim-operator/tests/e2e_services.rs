@@ -429,6 +429,18 @@ async fn a_service_on_a_cached_template_mounts_its_volumes() {
     );
 }
 
+/// Waits until the service `name` is Running.
+async fn running(services: &Api<AIMService>, name: &str) -> AIMService {
+    wait_for(
+        services,
+        name,
+        "service Running",
+        WAIT,
+        service_phase(ServicePhase::Running),
+    )
+    .await
+}
+
 /// Whether the Deployment's inference container has `name=value` in its env.
 fn deployment_env(name: &'static str, value: &'static str) -> impl Condition<Deployment> {
     move |d: Option<&Deployment>| {
@@ -481,14 +493,7 @@ async fn a_runtime_config_env_edit_reaches_every_service_that_uses_it() {
             name: template.into(),
         });
         apply(&services, &s).await;
-        wait_for(
-            &services,
-            svc,
-            "service Running",
-            WAIT,
-            service_phase(ServicePhase::Running),
-        )
-        .await;
+        running(&services, svc).await;
     }
     let deployments: Api<Deployment> = ns.api();
     for svc in ["first", "second"] {
@@ -547,14 +552,7 @@ async fn a_runtime_config_env_edit_reaches_every_service_that_uses_it() {
     );
     // Still Running after the rollout of the new env.
     for svc in ["first", "second"] {
-        wait_for(
-            &services,
-            svc,
-            "service Running",
-            WAIT,
-            service_phase(ServicePhase::Running),
-        )
-        .await;
+        running(&services, svc).await;
     }
     cluster_configs
         .delete(&config, &DeleteParams::default())

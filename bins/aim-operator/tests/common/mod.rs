@@ -51,16 +51,7 @@ impl RunningOperator {
         service_account: Option<(&str, &str)>,
         front: Option<String>,
     ) -> Self {
-        let identity = service_account.map(|(ns, name)| {
-            (
-                format!("system:serviceaccount:{ns}:{name}"),
-                vec![
-                    "system:serviceaccounts".to_string(),
-                    format!("system:serviceaccounts:{ns}"),
-                    "system:authenticated".to_string(),
-                ],
-            )
-        });
+        let identity = service_account.map(|(ns, name)| service_account_identity(ns, name));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +114,36 @@ pub async fn operator_client_via(
         config.auth_info.impersonate_groups = Some(groups);
     }
     aim_operator::http2_client(config).expect("building the operator's client")
+}
+
+/// The user and groups of the ServiceAccount `namespace/name`, for impersonation.
+pub fn service_account_identity(namespace: &str, name: &str) -> (String, Vec<String>) {
+    (
+        format!("system:serviceaccount:{namespace}:{name}"),
+        vec![
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_string(),
+        ],
+    )
+}
+
+/// The test cluster's kubeconfig acting as the chart's ServiceAccount (impersonation), written to
+/// `file` in the test cluster's directory, so that an operator process has only its RBAC (O-05).
+pub fn service_account_kubeconfig(file: &str) -> std::path::PathBuf {
+    install_operator_rbac();
+    let mut config =
+        kube::config::Kubeconfig::read_from(xtask::testenv::kubeconfig_path()).unwrap();
+    let (user, groups) = service_account_identity(SYSTEM_NAMESPACE, "aim-operator");
+    for auth in &mut config.auth_infos {
+        if let Some(info) = auth.auth_info.as_mut() {
+            info.impersonate = Some(user.clone());
+            info.impersonate_groups = Some(groups.clone());
+        }
+    }
+    let path = xtask::testenv::workdir().join(file);
+    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
+    path
 }
 
 /// Applies the operator's namespace, ServiceAccount and RBAC from `deploy/manifests/`.
