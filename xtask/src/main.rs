@@ -245,6 +245,8 @@ fn main() -> Result<()> {
 /// `total: N passed, M failed` (also written to `target/test-summary.txt`).
 fn test(keep: bool, args: &[String]) -> Result<()> {
     use std::io::{BufRead, Write};
+    // e2e_image runs the image's own binary in a root of the image's files.
+    image::build(&testenv::workspace_root().join("target/image"))?;
     let kubeconfig = testenv::up()?;
     let child =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

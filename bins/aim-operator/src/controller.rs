@@ -79,7 +79,15 @@ pub async fn run<K, F, Fut>(
             let fut = reconcile(obj.clone(), ctx.clone());
             async move {
                 let started = Instant::now();
-                let result = fut.await;
+                let result = match fut.await {
+                    // Its namespace is being deleted, and the object with it: not a failure, and
+                    // nothing to retry (the watch's delete event forgets it).
+                    Err(e) if e.namespace_terminating() => {
+                        tracing::debug!(object = %key_of(obj.as_ref()), error = %e, "namespace terminating; not retried");
+                        Ok(Action::await_change())
+                    }
+                    other => other,
+                };
                 ctx.metrics.reconciled(K::NAME, started.elapsed());
                 if result.is_ok() {
                     ctx.backoff_reset(&key_of(obj.as_ref()));
@@ -131,16 +139,26 @@ pub fn current_status<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
     ctx.written.current(&uid, stored_rv, obj.status())
 }
 
+/// What [`write_status`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The status was already `new`.
+    Unchanged,
+    Written,
+    /// The object is gone: the reconcile has nothing left to do.
+    Gone,
+}
+
 /// Writes `new` as the object's status (server-side apply on the status subresource) unless it equals
-/// `old`; remembers what it wrote until the store shows it. Returns whether it wrote.
+/// `old`; remembers what it wrote until the store shows it.
 pub async fn write_status<K: Kind>(
     ctx: &Context,
     obj: &K,
     old: Option<&K::Status>,
     new: &K::Status,
-) -> Result<bool, Error> {
+) -> Result<Written, Error> {
     if old == Some(new) {
-        return Ok(false);
+        return Ok(Written::Unchanged);
     }
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
     let patch = serde_json::json!({
@@ -148,13 +166,23 @@ pub async fn write_status<K: Kind>(
         "kind": K::kind(&()),
         "status": new,
     });
-    let written = api
+    let written = match api
         .patch_status(
             &obj.name_any(),
             &PatchParams::apply(crate::client::FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
+        .await
+    {
+        Ok(written) => written,
+        // Deleted since the store showed it (its namespace going away, say): nothing left to
+        // explain, and nothing to retry. The watch's delete event forgets it.
+        Err(e) if crate::error::is_not_found(&e) => {
+            tracing::debug!(object = %key_of(obj), "gone before its status was written");
+            return Ok(Written::Gone);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let (Some(uid), Some(rv)) = (
         written.uid(),
         written
@@ -163,7 +191,7 @@ pub async fn write_status<K: Kind>(
     ) {
         ctx.written.record(uid, rv, new.clone());
     }
-    Ok(true)
+    Ok(Written::Written)
 }
 
 /// Publishes a plan's events about `obj`.
@@ -180,8 +208,12 @@ pub async fn publish<K: Kind>(ctx: &Context, obj: &K, events: &[PlannedEvent]) {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.events.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(object = %key_of(obj), error = %err, "cannot record event");
+        match ctx.events.publish(&ev, &obj.object_ref(&())).await {
+            Ok(()) => {}
+            Err(err) if crate::error::is_namespace_terminating(&err) => {
+                tracing::debug!(object = %key_of(obj), "namespace terminating; event not recorded");
+            }
+            Err(err) => tracing::warn!(object = %key_of(obj), error = %err, "cannot record event"),
         }
     }
 }

@@ -52,7 +52,50 @@ pub fn refusal(e: &kube::Error) -> Option<String> {
     }
 }
 
+/// A refusal because the namespace is being deleted: whatever the reconcile wanted to make there goes
+/// with the namespace, and so does the object reconciled.
+pub fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+}
+
+impl Error {
+    /// Whether the reconcile failed only because its namespace is going away (nothing to retry).
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Error::Kube(e) if is_namespace_terminating(e))
+    }
+}
+
 /// A 404: the object is gone already.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, cause: Option<&str>) -> kube::Error {
+        let mut s: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "message": "refused",
+            "details": { "causes": [] },
+        }))
+        .unwrap();
+        if let (Some(reason), Some(d)) = (cause, s.details.as_mut()) {
+            d.causes.push(
+                serde_json::from_value(serde_json::json!({ "reason": reason, "message": "going" }))
+                    .unwrap(),
+            );
+        }
+        kube::Error::Api(Box::new(s))
+    }
+
+    // A write into a namespace being deleted is not a failure to retry; other refusals are.
+    #[test]
+    fn namespace_terminating_is_told_apart() {
+        assert!(Error::Kube(status(403, Some("NamespaceTerminating"))).namespace_terminating());
+        assert!(!Error::Kube(status(403, None)).namespace_terminating());
+        assert!(!Error::Kube(status(404, Some("NamespaceTerminating"))).namespace_terminating());
+        assert!(is_not_found(&status(404, None)));
+    }
 }

@@ -50,6 +50,14 @@ struct Args {
     /// image labels, e.g. an in-cluster registry without TLS.
     #[arg(long, env = "AIM_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Registries (`host[:port]`, comma-separated) reached over HTTPS that may resolve to loopback or
+    /// link-local addresses (a node-local mirror). Unlisted registries never reach those addresses.
+    #[arg(long, env = "AIM_LOCAL_REGISTRIES", value_delimiter = ',')]
+    local_registries: Vec<String>,
+    /// Follow a registry's redirect to another host (over HTTPS only, without its credentials), as the
+    /// large public registries do for blobs.
+    #[arg(long, env = "AIM_REGISTRY_CROSS_HOST_REDIRECTS", default_value_t = true, action = clap::ArgAction::Set)]
+    registry_cross_host_redirects: bool,
     /// Image of the Jobs that download model sources onto cache volumes. It is run with the arguments
     /// `<source URI> <target directory>` (also in env `AIM_CACHE_SOURCE_URI`, `AIM_CACHE_TARGET_PATH`).
     #[arg(long, env = "AIM_CACHE_DOWNLOAD_IMAGE", default_value = aim_resolve::cache::DEFAULT_DOWNLOAD_IMAGE)]
@@ -97,12 +105,9 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             e
         }),
         registry: aim_operator::RegistrySettings {
-            insecure: args
-                .insecure_registries
-                .into_iter()
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty())
-                .collect(),
+            insecure: hosts(args.insecure_registries),
+            local: hosts(args.local_registries),
+            cross_host_redirects: args.registry_cross_host_redirects,
         },
         cache_download_image: args.cache_download_image,
         metrics_address: match args.metrics_bind_address.as_str() {
@@ -123,4 +128,12 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     aim_operator::run(client, settings, shutdown).await
+}
+
+/// A list flag's entries, trimmed, the empty ones dropped.
+fn hosts(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
 }

@@ -39,12 +39,13 @@ const CONTROLLERS: [&str; 6] = [
 ];
 
 /// Categories of a failed registry read (M-01), as `aim_registry_failures_total{category}` names them.
-const REGISTRY_CATEGORIES: [&str; 7] = [
+const REGISTRY_CATEGORIES: [&str; 8] = [
     "unreachable",
     "unauthorized",
     "not_found",
     "pull_secret",
     "registry",
+    "not_allowed",
     "label_missing",
     "label_unparsable",
 ];

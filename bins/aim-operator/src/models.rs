@@ -2,7 +2,7 @@
 //! shared stores, read the registry when the decision asks, then write templates, status and events.
 
 use crate::context::Context;
-use crate::controller::{action, current_status, key_of, publish, write_status};
+use crate::controller::{action, current_status, key_of, publish, write_status, Written};
 use crate::error::{Error, is_not_found};
 use crate::kinds::{ModelKind, controller_uid};
 use crate::stores::in_namespace;
@@ -95,7 +95,11 @@ pub async fn reconcile<M: ModelKind>(obj: Arc<M>, ctx: Arc<Context>) -> Result<A
 
     apply_templates(ctx, &key, &plan.apply).await?;
     delete_templates(ctx, &key, namespace.as_deref(), &plan.delete).await?;
-    if write_status(ctx, obj, status.as_ref(), &plan.status).await? {
+    let written = write_status(ctx, obj, status.as_ref(), &plan.status).await?;
+    if written == Written::Gone {
+        return Ok(Action::await_change());
+    }
+    if written == Written::Written {
         let templates: BTreeMap<&str, usize> =
             plan.status
                 .templates

@@ -7,7 +7,9 @@
 //! fields that matter are kept).
 
 mod documents;
+mod egress;
 mod fetch;
+
 
 use aim_resolve::model::{MetadataFailure, RegistryNeed, RegistryRead};
 use base64::Engine;
@@ -17,10 +19,42 @@ use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 
 /// How the registry is reached.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistrySettings {
-    /// Registries (`host[:port]`) spoken to over plain HTTP (`--insecure-registries`).
+    /// Registries (`host[:port]`) spoken to over plain HTTP (`--insecure-registries`). They may also
+    /// resolve to loopback and link-local addresses, and use a token realm over plain HTTP.
     pub insecure: Vec<String>,
+    /// Registries (`host[:port]`) reached over HTTPS that may resolve to loopback or link-local addresses,
+    /// e.g. a node-local mirror (`--local-registries`).
+    pub local: Vec<String>,
+    /// Whether a registry's redirect to another host is followed: over HTTPS only, without the
+    /// registry's credentials (`--registry-cross-host-redirects`, on by default: the large public
+    /// registries serve blobs from another host).
+    pub cross_host_redirects: bool,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            local: Vec::new(),
+            cross_host_redirects: true,
+        }
+    }
+}
+
+impl RegistrySettings {
+    /// Whether `registry` (`host[:port]`) is spoken to over plain HTTP.
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(registry))
+    }
+
+    /// Whether a read of `registry` may reach loopback and link-local addresses.
+    pub fn allows_local(&self, registry: &str) -> bool {
+        self.is_insecure(registry) || self.local.iter().any(|r| r.eq_ignore_ascii_case(registry))
+    }
 }
 
 /// Reads the labels of `need.image` (for an index: of its linux/amd64 image).

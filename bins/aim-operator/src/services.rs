@@ -3,7 +3,7 @@
 //! `aim_resolve::service`, then create the model, apply the workload and report.
 
 use crate::context::Context;
-use crate::controller::{Kind, current_status, key_of, publish, write_status};
+use crate::controller::{Kind, current_status, key_of, publish, write_status, Written};
 use crate::error::Error;
 use crate::kinds::{controller_uid, model_candidate};
 use crate::stores::{config_candidate, in_namespace};
@@ -248,7 +248,11 @@ pub async fn reconcile(obj: Arc<AIMService>, ctx: Arc<Context>) -> Result<Action
             .patch(&name, &pp, &Patch::Apply(svc))
             .await?;
     }
-    if write_status(ctx, obj, status.as_ref(), &plan.status).await? {
+    let written = write_status(ctx, obj, status.as_ref(), &plan.status).await?;
+    if written == Written::Gone {
+        return Ok(Action::await_change());
+    }
+    if written == Written::Written {
         tracing::info!(service = %key, status = %plan.status.status, "service status written");
     }
     publish(ctx, obj, &plan.events).await;

@@ -3,7 +3,7 @@
 //! it), apply discovery Jobs, report, then keep the template's own cache in step (T-26).
 
 use crate::context::Context;
-use crate::controller::{action, current_status, key_of, publish, write_status};
+use crate::controller::{action, current_status, key_of, publish, write_status, Written};
 use crate::error::{Error, is_not_found, refusal};
 use crate::kinds::{TemplateKind, model_candidate};
 use crate::logs::read_discovery_log;
@@ -153,7 +153,11 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
             }
         }
     }
-    if write_status(ctx, obj, status.as_ref(), &plan.status).await? {
+    let written = write_status(ctx, obj, status.as_ref(), &plan.status).await?;
+    if written == Written::Gone {
+        return Ok(Action::await_change());
+    }
+    if written == Written::Written {
         tracing::info!(template = %key, status = %plan.status.status, "status written");
     }
     publish(ctx, obj, &plan.events).await;

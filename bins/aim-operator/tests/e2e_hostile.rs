@@ -56,6 +56,8 @@ enum Reply {
     },
     /// 200 announcing 1000 bytes, 10 of them sent, then nothing, for an hour.
     Stall,
+    /// 307 to this location.
+    Redirect(String),
     NotFound,
 }
 
@@ -87,6 +89,12 @@ fn answer(token: bool, addr: &str, path: &str) -> Reply {
             announce: false,
         },
         p if p == format!("/v2/stall/blobs/{}", digest('c')) => Reply::Stall,
+        // A blob "moved" to another host (here: another port) over plain HTTP.
+        "/v2/elsewhere/manifests/1" => Reply::Json(manifest(&digest('d'), 100)),
+        p if p == format!("/v2/elsewhere/blobs/{}", digest('d')) => {
+            let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+            Reply::Redirect(format!("http://127.0.0.1:{}/config", port ^ 1))
+        }
         _ => Reply::NotFound,
     }
 }
@@ -122,6 +130,17 @@ async fn respond(
                 simple(
                     "401 Unauthorized",
                     format!("www-authenticate: {c}\r\n"),
+                    "{}",
+                )
+                .as_bytes(),
+            )
+            .await
+        }
+        Reply::Redirect(location) => {
+            conn.write_all(
+                simple(
+                    "307 Temporary Redirect",
+                    format!("location: {location}\r\n"),
                     "{}",
                 )
                 .as_bytes(),
@@ -356,6 +375,41 @@ async fn models_fail(
         messages.push(c.message.clone());
     }
     messages
+}
+
+// M-01 (egress): whoever writes a model cannot point the operator at addresses the cluster keeps for
+// itself. The operator lists only the fake and test registries (`127.0.0.1:PORT`): another loopback
+// address, a name that resolves to loopback, the link-local metadata address, and a redirect to another
+// host over plain HTTP are all refused with `RegistryNotAllowed`, and nothing is read.
+#[tokio::test]
+async fn registries_cannot_reach_local_addresses_or_redirect_to_plain_http() {
+    let op = operator();
+    let (plain, _) = registries();
+    let port = plain.rsplit(':').next().unwrap();
+    let messages = models_fail(
+        "hostile-egress",
+        &[
+            ("loopback", format!("127.0.0.2:{port}/x:1"), "127.0.0.2"),
+            ("localhost", format!("localhost:{port}/x:1"), "localhost"),
+            (
+                "metadata",
+                "169.254.169.254/x:1".to_string(),
+                "169.254.169.254",
+            ),
+            (
+                "elsewhere",
+                format!("{plain}/elsewhere:1"),
+                "another host over plain HTTP",
+            ),
+        ],
+        reasons::REGISTRY_NOT_ALLOWED,
+        WAIT,
+    )
+    .await;
+    for m in &messages[..3] {
+        assert!(m.contains("--local-registries"), "says what to do: {m}");
+    }
+    op.check_peak("refused egress");
 }
 
 // M-01: a manifest announcing a 1 GiB config blob is refused before the blob is read, with the cap.

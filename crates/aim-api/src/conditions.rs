@@ -84,6 +84,9 @@ pub mod reasons {
     /// A registry sent (or announced) a token, manifest or config blob over the operator's cap.
     pub const REGISTRY_RESPONSE_TOO_LARGE: &str = "RegistryResponseTooLarge";
     pub const PULL_SECRET_INVALID: &str = "PullSecretInvalid";
+    /// The read would reach an address or use a scheme the operator's egress rules refuse (a loopback or
+    /// link-local address of an unlisted registry, a token realm over plain HTTP, a redirect to HTTP).
+    pub const REGISTRY_NOT_ALLOWED: &str = "RegistryNotAllowed";
     pub const LABEL_MISSING: &str = "LabelMissing";
     pub const LABEL_UNPARSABLE: &str = "LabelUnparsable";
     pub const TEMPLATES_CREATED: &str = "TemplatesCreated";

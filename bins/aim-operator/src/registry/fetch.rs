@@ -4,13 +4,15 @@
 //! read with a cap of [`MAX_RESPONSE_BYTES`]: a length announced above it, by the `Content-Length` or by
 //! the manifest's descriptor, is refused before reading, and a body that goes past it is cut off where
 //! it does. The whole read has a deadline ([`READ_TIMEOUT`]), and at most [`CONCURRENT_READS`] run at
-//! once. Manifests and config blobs are checked against their sha256 digests.
+//! once. Manifests and config blobs are checked against their sha256 digests. Where a read may go is
+//! [`super::egress`]'s to say: every address, realm and redirect passes it.
 
 use super::RegistrySettings;
 use super::documents::{
     BearerChallenge, ConfigError, Descriptor, MAX_LABEL_BYTES, Manifest, bearer_challenge,
     config_labels, parse_manifest,
 };
+use super::egress::{self, clip};
 use aim_resolve::model::{MetadataFailure, RegistryRead};
 use base64::Engine;
 use hyper::body::{Body as _, Bytes, Incoming};
@@ -64,13 +66,14 @@ pub(super) async fn read_image(
     let _turn = READS.acquire().await;
     let registry = reference.resolve_registry();
     let stage = Mutex::new("connecting");
+    let insecure = settings.is_insecure(registry);
+    let allow_local = settings.allows_local(registry);
     let mut read = ImageRead {
-        http: http_client(),
-        scheme: if settings.insecure.iter().any(|r| r == registry) {
-            "http"
-        } else {
-            "https"
-        },
+        http: http_client(allow_local),
+        scheme: if insecure { "http" } else { "https" },
+        insecure,
+        allow_local,
+        cross_host_redirects: settings.cross_host_redirects,
         registry,
         repository: reference.repository(),
         image,
@@ -95,11 +98,13 @@ pub(super) async fn read_image(
     }
 }
 
-type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, String>;
+type Http =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector<egress::Resolver>>, String>;
 
-/// A client for one read: connections are shared within it, never across reads (nor runtimes).
-fn http_client() -> Http {
-    let mut connector = HttpConnector::new();
+/// A client for one read: connections are shared within it, never across reads (nor runtimes). Names
+/// are resolved by [`egress::Resolver`], which drops local addresses unless `allow_local`.
+fn http_client(allow_local: bool) -> Http {
+    let mut connector = HttpConnector::new_with_resolver(egress::Resolver::new(allow_local));
     connector.enforce_http(false);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let https = HttpsConnectorBuilder::new()
@@ -137,6 +142,11 @@ fn tls_config() -> &'static rustls::ClientConfig {
 struct ImageRead<'a> {
     http: Http,
     scheme: &'static str,
+    /// Whether the registry is listed in `--insecure-registries`.
+    insecure: bool,
+    /// Whether the read may reach loopback and link-local addresses (the registry is listed).
+    allow_local: bool,
+    cross_host_redirects: bool,
     /// `host[:port]`, as the image reference names it.
     registry: &'a str,
     repository: &'a str,
@@ -236,6 +246,12 @@ impl ImageRead<'_> {
         challenge: &BearerChallenge,
         basic: Option<&str>,
     ) -> Result<String, MetadataFailure> {
+        egress::realm_allowed(&challenge.realm, self.insecure).map_err(|why| {
+            MetadataFailure::NotAllowed(format!(
+                "registry {} asks for a token for image {}, but {why}",
+                self.registry, self.image
+            ))
+        })?;
         let mut url = challenge.realm.clone();
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str("scope=");
@@ -257,8 +273,10 @@ impl ImageRead<'_> {
         }
         let token: Token = serde_json::from_slice(&body).map_err(|e| {
             MetadataFailure::Registry(format!(
-                "the token answer of {} for image {} is not a token: {e}",
-                challenge.realm, self.image
+                "the token answer of {} for image {} is not a token: {}",
+                clip(&challenge.realm),
+                self.image,
+                clip(&e.to_string())
             ))
         })?;
         token
@@ -268,7 +286,8 @@ impl ImageRead<'_> {
             .ok_or_else(|| {
                 MetadataFailure::Registry(format!(
                     "the token answer of {} for image {} holds no token",
-                    challenge.realm, self.image
+                    clip(&challenge.realm),
+                    self.image
                 ))
             })
     }
@@ -371,7 +390,18 @@ impl ImageRead<'_> {
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok());
             match location {
-                Some(location) if redirect => url = resolve(&url, location),
+                Some(location) if redirect => {
+                    let next = resolve(&url, location);
+                    egress::redirect_allowed(&url, &next, self.cross_host_redirects).map_err(
+                        |why| {
+                            MetadataFailure::NotAllowed(format!(
+                                "registry {} was reading image {} and {why}",
+                                self.registry, self.image
+                            ))
+                        },
+                    )?;
+                    url = next;
+                }
                 _ => return Ok(response),
             }
         }
@@ -396,7 +426,17 @@ impl ImageRead<'_> {
         };
         let uri: Uri = url
             .parse()
-            .map_err(|e| invalid(format!("{url:?} is not a URL: {e}")))?;
+            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", clip(url))))?;
+        if let Some(ip) = uri.host().and_then(egress::literal_address)
+            && !self.allow_local
+            && egress::is_local(&ip)
+        {
+            return Err(MetadataFailure::NotAllowed(format!(
+                "reading image {}: {}",
+                self.image,
+                egress::refused_address(uri.host().unwrap_or_default(), &[ip])
+            )));
+        }
         let mut request = Request::get(uri).header(USER_AGENT, USER_AGENT_VALUE);
         if let Some(a) = authorization {
             request = request.header(AUTHORIZATION, a);
@@ -408,6 +448,12 @@ impl ImageRead<'_> {
             .body(String::new())
             .map_err(|e| invalid(format!("cannot make the request to {url}: {e}")))?;
         self.http.request(request).await.map_err(|e| {
+            if let Some(refused) = egress_refusal(&e) {
+                return MetadataFailure::NotAllowed(format!(
+                    "reading image {} from registry {}: {refused}",
+                    self.image, self.registry
+                ));
+            }
             MetadataFailure::Unreachable(if e.is_connect() {
                 format!("cannot reach registry {}: {}", self.registry, chain(&e))
             } else {
@@ -501,7 +547,7 @@ impl ImageRead<'_> {
             "BLOB_UNKNOWN",
         ]) {
             let messages: Vec<&str> = envelope.errors.iter().map(|e| &*e.message).collect();
-            return self.not_found(&messages.join("; "));
+            return self.not_found(&clip(&messages.join("; ")));
         }
         match status.as_u16() {
             401 | 403 => self.unauthorized(),
@@ -564,11 +610,24 @@ fn sha256(bytes: &Bytes) -> String {
 
 /// The start of an error body, printable, for a message.
 fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(400)])
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
+    clip(&String::from_utf8_lossy(
+        &body[..body.len().min(4 * egress::REFLECTED_CHARS)],
+    ))
+}
+
+/// The egress rule's refusal behind a failed request, if that is why it failed: the resolver answers
+/// `PermissionDenied` with the reason.
+fn egress_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Some(io.to_string());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// `host[:port]` of an absolute URL.
@@ -753,6 +812,7 @@ mod tests {
     async fn read(addr: &str, auth: RegistryAuth, deadline: Duration) -> RegistryRead {
         let settings = RegistrySettings {
             insecure: vec![addr.to_string()],
+            ..Default::default()
         };
         let image = format!("{addr}/aim/x:1");
         read_image(&settings, &image, &image.parse().unwrap(), auth, deadline).await
@@ -813,6 +873,104 @@ mod tests {
         };
         assert_eq!(digest, Some(manifest_digest));
         assert_eq!(labels, [("k".to_string(), "v".to_string())].into());
+    }
+
+    /// A read of `image` with `settings`.
+    async fn read_with(settings: &RegistrySettings, image: &str) -> RegistryRead {
+        read_image(
+            settings,
+            image,
+            &image.parse().unwrap(),
+            RegistryAuth::Anonymous,
+            READ_TIMEOUT,
+        )
+        .await
+    }
+
+    fn not_allowed(read: RegistryRead) -> String {
+        match failure(read) {
+            MetadataFailure::NotAllowed(m) => m,
+            other => panic!("expected NotAllowed, got {other:?}"),
+        }
+    }
+
+    // M-01 (egress): a registry that is not listed is never reached at a loopback address, whether the
+    // image names the address or a name that resolves to it; listed, the same registry is read.
+    #[tokio::test]
+    async fn unlisted_registries_never_reach_loopback_addresses() {
+        let (addr, seen) = serve(|_, _| ok("")).await;
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let unlisted = RegistrySettings::default();
+        let m = not_allowed(read_with(&unlisted, &format!("{addr}/aim/x:1")).await);
+        assert!(
+            m.contains("127.0.0.1") && m.contains("--local-registries"),
+            "{m}"
+        );
+        let m = not_allowed(read_with(&unlisted, &format!("localhost:{port}/aim/x:1")).await);
+        assert!(m.contains("localhost") && m.contains("loopback"), "{m}");
+        // Link-local (the cloud metadata service) likewise, refused before any connection is tried.
+        let m = not_allowed(read_with(&unlisted, "169.254.169.254/aim/x:1").await);
+        assert!(m.contains("169.254.169.254"), "{m}");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // Listed (over HTTPS: `--local-registries`), the connection is made: the fake server speaks
+        // plain HTTP, so the TLS handshake never completes (the deadline ends it), and that is not an
+        // egress refusal.
+        let local = RegistrySettings {
+            local: vec![format!("localhost:{port}")],
+            ..Default::default()
+        };
+        let image = format!("localhost:{port}/aim/x:1");
+        let anonymous = RegistryAuth::Anonymous;
+        let deadline = Duration::from_secs(2);
+        let read = read_image(&local, &image, &image.parse().unwrap(), anonymous, deadline).await;
+        assert!(
+            matches!(failure(read), MetadataFailure::Unreachable(_)),
+            "a listed registry is connected to"
+        );
+    }
+
+    // M-01 (egress): a redirect to another host over plain HTTP is not followed, nor any redirect to
+    // another host when cross-host redirects are off; the other host never sees a request.
+    #[tokio::test]
+    async fn redirects_to_another_host_over_plain_http_are_refused() {
+        let config_digest = digest_of(CONFIG.as_bytes());
+        let manifest = manifest_for(&config_digest, CONFIG.len() as u64);
+        let (other, other_seen) = serve(|_, _| ok(CONFIG)).await;
+        let blob_path = format!("/v2/aim/x/blobs/{config_digest}");
+        let target = format!("http://{other}/config");
+        let (addr, _) = serve(move |path, _| match path {
+            "/v2/" => ok(""),
+            "/v2/aim/x/manifests/1" => ok(manifest.clone()),
+            p if p == blob_path => Reply::Full(307, vec![("location", target.clone())], vec![]),
+            _ => Reply::Full(404, vec![], vec![]),
+        })
+        .await;
+        let m = not_allowed(read(&addr, RegistryAuth::Anonymous, READ_TIMEOUT).await);
+        assert!(m.contains("another host over plain HTTP"), "{m}");
+        assert!(other_seen.lock().unwrap().is_empty());
+    }
+
+    // M-01 (egress): what a registry says reaches the status clipped.
+    #[tokio::test]
+    async fn a_registry_s_own_text_is_clipped() {
+        let message = "y".repeat(50_000);
+        let body = format!(r#"{{"errors":[{{"code":"MANIFEST_UNKNOWN","message":"{message}"}}]}}"#);
+        let (addr, _) = serve(move |path, _| match path {
+            "/v2/" => ok(""),
+            _ => Reply::Full(404, vec![], body.clone().into_bytes()),
+        })
+        .await;
+        let f = failure(read(&addr, RegistryAuth::Anonymous, READ_TIMEOUT).await);
+        assert!(matches!(f, MetadataFailure::NotFound(_)), "{f:?}");
+        assert!(
+            f.message().len() < 2 * egress::REFLECTED_CHARS + 200,
+            "{} characters",
+            f.message().len()
+        );
     }
 
     // M-01: a config blob announced above the cap is refused without being asked for.

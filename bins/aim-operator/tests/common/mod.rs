@@ -211,6 +211,7 @@ pub fn test_registry_settings() -> aim_operator::RegistrySettings {
         insecure: xtask::registry::registries()
             .map(|r| vec![r.anonymous, r.auth])
             .unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -24,6 +24,9 @@ pub enum MetadataFailure {
     Registry(String),
     /// A token, manifest or config blob larger than the operator reads from a registry.
     TooLarge(String),
+    /// The read would go where the operator's egress rules do not let it (a local address of a registry
+    /// that is not listed, a token realm over plain HTTP, a redirect down to plain HTTP).
+    NotAllowed(String),
     /// The image has neither recommended-deployments label.
     LabelMissing(String),
     /// The label is there but cannot be read.
@@ -40,6 +43,7 @@ impl MetadataFailure {
             Self::PullSecret(_) => reasons::PULL_SECRET_INVALID,
             Self::Registry(_) => reasons::REGISTRY_ERROR,
             Self::TooLarge(_) => reasons::REGISTRY_RESPONSE_TOO_LARGE,
+            Self::NotAllowed(_) => reasons::REGISTRY_NOT_ALLOWED,
             Self::LabelMissing(_) => reasons::LABEL_MISSING,
             Self::LabelUnparsable(_) => reasons::LABEL_UNPARSABLE,
         }
@@ -54,13 +58,14 @@ impl MetadataFailure {
             | Self::PullSecret(m)
             | Self::Registry(m)
             | Self::TooLarge(m)
+            | Self::NotAllowed(m)
             | Self::LabelMissing(m)
             | Self::LabelUnparsable(m) => m,
         }
     }
 
     /// A short category for metrics: `unreachable`, `unauthorized`, `not_found`, `pull_secret`,
-    /// `registry` (a response over the cap included), `label_missing`, `label_unparsable`.
+    /// `registry` (a response over the cap included), `not_allowed`, `label_missing`, `label_unparsable`.
     pub fn category(&self) -> &'static str {
         match self {
             Self::Unreachable(_) => "unreachable",
@@ -68,6 +73,7 @@ impl MetadataFailure {
             Self::NotFound(_) => "not_found",
             Self::PullSecret(_) => "pull_secret",
             Self::Registry(_) | Self::TooLarge(_) => "registry",
+            Self::NotAllowed(_) => "not_allowed",
             Self::LabelMissing(_) => "label_missing",
             Self::LabelUnparsable(_) => "label_unparsable",
         }
