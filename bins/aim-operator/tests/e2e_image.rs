@@ -1,8 +1,8 @@
 //! End-to-end: the operator's image resolves registry host names (M-01). The image's own files (the layer
 //! of `cargo xtask image`: the static release binary and a CA bundle) are unpacked into an empty root,
-//! with an `/etc/resolv.conf` naming a DNS server this test runs and the test cluster's kubeconfig; the
-//! binary runs there, chrooted, as the image's user, with nothing of the build machine's libc or NSS
-//! configuration. It reads a model's labels from the test registry addressed by a name only that DNS
+//! with the devices every container runtime adds (`/dev/null`, `zero`, `random`, `urandom`), an
+//! `/etc/resolv.conf` naming a DNS server this test runs and the test cluster's kubeconfig; the binary runs
+//! there, chrooted, as the image's user, with nothing of the build machine's libc or NSS configuration. It reads a model's labels from the test registry addressed by a name only that DNS
 //! server knows, and says a name nobody knows cannot be resolved.
 //!
 //! The image layout comes from `$AIM_E2E_IMAGE`, else `target/image` (`cargo xtask test` builds it
@@ -212,6 +212,18 @@ async fn the_image_resolves_registry_names_on_its_own() {
         root.join("aim-operator").is_file(),
         "the image holds /aim-operator"
     );
+    // What every container runtime adds to an image's files (the OCI runtime spec's default devices);
+    // the image has no /dev of its own.
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    for (name, minor) in [("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)] {
+        let status = Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(root.join("dev").join(name))
+            .args(["c", "1", &minor.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mknod /dev/{name} in the image's root");
+    }
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc/resolv.conf"),
