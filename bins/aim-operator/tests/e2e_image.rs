@@ -304,7 +304,8 @@ async fn the_image_resolves_registry_names_on_its_own() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // A model whose image is addressed by the name, and one by a name nobody knows.
+    // A model whose image is addressed by the name, and one by a name nobody knows (labels read, no
+    // templates made).
     let api: Api<AIMModel> = ns.api();
     let mut model = common::model(
         &ns.name,
@@ -312,7 +313,7 @@ async fn the_image_resolves_registry_names_on_its_own() {
         &format!("{by_name}/{repo}:1"),
         serde_json::json!([]),
     );
-    model.spec.common.discovery.create_service_templates = false;
+    model.spec.common.discovery.extract_metadata = true;
     apply(&api, &model).await;
     let mut unknown = common::model(
         &ns.name,
@@ -320,7 +321,7 @@ async fn the_image_resolves_registry_names_on_its_own() {
         &format!("nowhere.aim-e2e.test:{port}/{repo}:1"),
         serde_json::json!([]),
     );
-    unknown.spec.common.discovery.create_service_templates = false;
+    unknown.spec.common.discovery.extract_metadata = true;
     apply(&api, &unknown).await;
 
     let read = wait_for(
