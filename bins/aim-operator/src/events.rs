@@ -6,7 +6,9 @@
 //! at 17.7 MB of heap (heaptrack), the largest single allocation in the operator. Its key also leaves
 //! out the note, so a repeat with a new note was shown under the old one.
 
-use aim_resolve::events::{EventFields, NextWrite, RecentEvents, event_key};
+use aim_resolve::events::{
+    EventFields, NextWrite, RecentEvents, event_key, event_name, event_note,
+};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -77,10 +79,9 @@ impl EventPublisher {
                 Err(e) => return Err(e),
             }
         }
-        let name = format!(
-            "{}.{:x}",
+        let name = event_name(
             regarding.name.as_deref().unwrap_or(&self.controller),
-            now.as_nanosecond()
+            now.as_nanosecond(),
         );
         let event = K8sEvent {
             metadata: ObjectMeta {
@@ -90,7 +91,7 @@ impl EventPublisher {
             },
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(event_note),
             type_: Some(type_name(ev.type_).into()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),

@@ -2,8 +2,8 @@
 //! shared stores, read the registry when the decision asks, then write templates, status and events.
 
 use crate::context::Context;
-use crate::controller::{action, current_status, key_of, publish, write_status, Written};
-use crate::error::{Error, is_not_found};
+use crate::controller::{Written, action, current_status, key_of, publish, write_status};
+use crate::error::{Error, is_namespace_terminating, is_not_found, refusal};
 use crate::kinds::{ModelKind, controller_uid};
 use crate::stores::in_namespace;
 use aim_api::{AIMClusterServiceTemplate, AIMServiceTemplate, ServiceTemplateCommon};
@@ -74,11 +74,12 @@ pub async fn reconcile<M: ModelKind>(obj: Arc<M>, ctx: Arc<Context>) -> Result<A
         },
         templates,
         registry: RegistryRead::NotRead,
+        refused: BTreeMap::new(),
         operator_namespace: &ctx.settings.system_namespace,
         backoff_base: ctx.settings.backoff_base,
         now: jiff::Timestamp::now(),
     };
-    let plan = loop {
+    let mut plan = loop {
         match decide_model(&obs) {
             ModelDecision::Plan(p) => break *p,
             ModelDecision::Need(need) => {
@@ -93,13 +94,34 @@ pub async fn reconcile<M: ModelKind>(obj: Arc<M>, ctx: Arc<Context>) -> Result<A
         ctx.metrics.registry_read(result.err());
     }
 
-    apply_templates(ctx, &key, &plan.apply).await?;
+    match apply_templates(ctx, &key, &plan.apply).await {
+        Ok(refused) if refused.is_empty() => {}
+        // M-02: what the API server will not take reaches the model's status and a Warning; the
+        // decision is taken again with the refusals (the registry's answer is kept: it is not read
+        // twice), and what it still wants applied was applied above.
+        Ok(refused) => {
+            obs.refused = refused;
+            obs.now = jiff::Timestamp::now();
+            plan = match decide_model(&obs) {
+                ModelDecision::Plan(p) => *p,
+                ModelDecision::Need(_) => unreachable!("the registry was read in this reconcile"),
+            };
+        }
+        Err(e) => {
+            // A transient failure: the status (and the metadata just read) is written all the same,
+            // so the retry does not read the registry again.
+            if let Err(w) = write_status(ctx, obj, status.as_ref(), &plan.status).await {
+                tracing::warn!(model = %key, error = %w, "status not written after a failed template apply");
+            }
+            return Err(e);
+        }
+    }
     delete_templates(ctx, &key, namespace.as_deref(), &plan.delete).await?;
     let written = write_status(ctx, obj, status.as_ref(), &plan.status).await?;
     if written == Written::Gone {
         return Ok(Action::await_change());
     }
-    if written == Written::Written {
+    if written == Written::Applied {
         let templates: BTreeMap<&str, usize> =
             plan.status
                 .templates
@@ -114,8 +136,15 @@ pub async fn reconcile<M: ModelKind>(obj: Arc<M>, ctx: Arc<Context>) -> Result<A
     Ok(action(plan.requeue_after))
 }
 
-/// M-02: server-side apply of each template that is missing or differs.
-async fn apply_templates(ctx: &Context, key: &str, apply: &[DesiredTemplate]) -> Result<(), Error> {
+/// M-02: server-side apply of each template that is missing or differs. Templates the API server
+/// refuses for good (a 4xx other than conflict or throttling, [`refusal`]) are returned by name with its
+/// message, and the others are still applied; any other failure stops the reconcile.
+async fn apply_templates(
+    ctx: &Context,
+    key: &str,
+    apply: &[DesiredTemplate],
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut refused = BTreeMap::new();
     for d in apply {
         let (api_version, kind) = match d.namespace {
             Some(_) => (
@@ -132,6 +161,9 @@ async fn apply_templates(ctx: &Context, key: &str, apply: &[DesiredTemplate]) ->
             "labels": d.labels,
             "ownerReferences": [d.owner],
         });
+        if !d.annotations.is_empty() {
+            metadata["annotations"] = serde_json::json!(d.annotations);
+        }
         if let Some(ns) = &d.namespace {
             metadata["namespace"] = serde_json::json!(ns);
         }
@@ -142,21 +174,28 @@ async fn apply_templates(ctx: &Context, key: &str, apply: &[DesiredTemplate]) ->
             "spec": d.spec,
         });
         let pp = PatchParams::apply(crate::client::FIELD_MANAGER).force();
-        match &d.namespace {
-            Some(ns) => {
-                Api::<AIMServiceTemplate>::namespaced(ctx.client.clone(), ns)
-                    .patch(&d.name, &pp, &Patch::Apply(&body))
-                    .await?;
-            }
-            None => {
-                Api::<AIMClusterServiceTemplate>::all(ctx.client.clone())
-                    .patch(&d.name, &pp, &Patch::Apply(&body))
-                    .await?;
-            }
+        let result = match &d.namespace {
+            Some(ns) => Api::<AIMServiceTemplate>::namespaced(ctx.client.clone(), ns)
+                .patch(&d.name, &pp, &Patch::Apply(&body))
+                .await
+                .map(|_| ()),
+            None => Api::<AIMClusterServiceTemplate>::all(ctx.client.clone())
+                .patch(&d.name, &pp, &Patch::Apply(&body))
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => tracing::info!(model = %key, template = %d.name, "template applied"),
+            Err(e) => match refusal(&e) {
+                Some(why) if !is_namespace_terminating(&e) => {
+                    tracing::warn!(model = %key, template = %d.name, error = %why, "template refused");
+                    refused.insert(d.name.clone(), why);
+                }
+                _ => return Err(e.into()),
+            },
         }
-        tracing::info!(model = %key, template = %d.name, "template applied");
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// M-03: deletes templates no deployment asks for any more.

@@ -3,7 +3,7 @@
 //! `aim_resolve::service`, then create the model, apply the workload and report.
 
 use crate::context::Context;
-use crate::controller::{Kind, current_status, key_of, publish, write_status, Written};
+use crate::controller::{Kind, Written, action, current_status, key_of, publish, write_status};
 use crate::error::Error;
 use crate::kinds::{controller_uid, model_candidate};
 use crate::stores::{config_candidate, in_namespace};
@@ -11,6 +11,7 @@ use aim_api::{AIMModel, AIMService, TemplateScope};
 use aim_hardware::Inventory;
 use aim_resolve::service::{
     SERVICE_LABEL, ServiceObservation, ServiceView, TemplateDetail, decide_service,
+    service_label_value, workload_name,
 };
 use aim_resolve::{ConfigResolution, resolve_runtime_config};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -167,14 +168,22 @@ pub async fn reconcile(obj: Arc<AIMService>, ctx: Arc<Context>) -> Result<Action
         .collect();
     let nodes = s.nodes.state();
     let inventory = Inventory::from_nodes(nodes.iter().map(|n| n.as_ref()));
-    let mut deployment = s.deployments.get(&ObjectRef::new(&name).within(&ns));
-    let mut service_object = s.workload_services.get(&ObjectRef::new(&name).within(&ns));
+    // S-05: the workload's objects are named from the service (a DNS label of at most 63 characters)
+    // and its pods carry the service's name as a label value of at most 63.
+    let workload = workload_name(&name);
+    let label = service_label_value(&name);
+    let mut deployment = s.deployments.get(&ObjectRef::new(&workload).within(&ns));
+    let mut service_object = s
+        .workload_services
+        .get(&ObjectRef::new(&workload).within(&ns));
     let pods: Vec<_> = in_namespace(&s.workload_pods, &ns)
         .into_iter()
-        .filter(|p| p.labels().get(SERVICE_LABEL) == Some(&name))
+        .filter(|p| p.labels().get(SERVICE_LABEL) == Some(&label))
         .collect();
 
-    let decide = |deployment: Option<&Deployment>, service_object: Option<&Service>| {
+    let decide = |deployment: Option<&Deployment>,
+                  service_object: Option<&Service>,
+                  workload_refused: Option<String>| {
         decide_service(&ServiceObservation {
             service: ServiceView {
                 name: &name,
@@ -197,22 +206,24 @@ pub async fn reconcile(obj: Arc<AIMService>, ctx: Arc<Context>) -> Result<Action
             deployment,
             service_object: service_object.filter(|s| owned_by(&s.metadata, &uid)),
             pods: pods.iter().map(|p| p.as_ref()).collect(),
+            workload_refused,
+            retry_after: ctx.settings.backoff_base,
             now: jiff::Timestamp::now(),
         })
     };
-    let mut plan = decide(deployment.as_deref(), service_object.as_deref());
+    let mut plan = decide(deployment.as_deref(), service_object.as_deref(), None);
     // The workload is to be written but the store has none: ask the API server once, and decide again
     // with what it has (our own object not seen yet, or someone else's in the way).
     if (plan.apply_deployment.is_some() && deployment.is_none())
         || (plan.apply_service.is_some() && service_object.is_none())
     {
         if deployment.is_none() {
-            deployment = workload_object(ctx, &s.deployments, &ns, &name).await?;
+            deployment = workload_object(ctx, &s.deployments, &ns, &workload).await?;
         }
         if service_object.is_none() {
-            service_object = workload_object(ctx, &s.workload_services, &ns, &name).await?;
+            service_object = workload_object(ctx, &s.workload_services, &ns, &workload).await?;
         }
-        plan = decide(deployment.as_deref(), service_object.as_deref());
+        plan = decide(deployment.as_deref(), service_object.as_deref(), None);
     }
     // Only our own workload counts: a Deployment of the same name made by someone else is not
     // overwritten.
@@ -220,7 +231,7 @@ pub async fn reconcile(obj: Arc<AIMService>, ctx: Arc<Context>) -> Result<Action
         && !owned_by(&d.metadata, &uid)
     {
         return Err(Error::Foreign(format!(
-            "Deployment {ns}/{name} exists and does not belong to AIMService {name}"
+            "Deployment {ns}/{workload} exists and does not belong to AIMService {name}"
         )));
     }
 
@@ -237,24 +248,47 @@ pub async fn reconcile(obj: Arc<AIMService>, ctx: Arc<Context>) -> Result<Action
             .await?;
         tracing::info!(service = %key, model = %model, "created a model for the service's image");
     }
+    // S-05: a workload write the API server refuses for good reaches status with its message (the
+    // decision is taken again with the refusal), instead of an error retried with nothing said.
+    let mut refused = None;
     if let Some(d) = &plan.apply_deployment {
-        Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-            .patch(&name, &pp, &Patch::Apply(d))
-            .await?;
-        tracing::info!(service = %key, "deployment applied");
+        match Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+            .patch(&workload, &pp, &Patch::Apply(d))
+            .await
+        {
+            Ok(_) => tracing::info!(service = %key, "deployment applied"),
+            Err(e) => refused = Some(workload_refusal(e, "Deployment", &ns, &workload)?),
+        }
     }
-    if let Some(svc) = &plan.apply_service {
-        Api::<Service>::namespaced(ctx.client.clone(), &ns)
-            .patch(&name, &pp, &Patch::Apply(svc))
-            .await?;
+    if let (Some(svc), None) = (&plan.apply_service, &refused)
+        && let Err(e) = Api::<Service>::namespaced(ctx.client.clone(), &ns)
+            .patch(&workload, &pp, &Patch::Apply(svc))
+            .await
+    {
+        refused = Some(workload_refusal(e, "Service", &ns, &workload)?);
+    }
+    if let Some(why) = refused {
+        tracing::warn!(service = %key, error = %why, "workload refused");
+        plan = decide(deployment.as_deref(), service_object.as_deref(), Some(why));
     }
     let written = write_status(ctx, obj, status.as_ref(), &plan.status).await?;
     if written == Written::Gone {
         return Ok(Action::await_change());
     }
-    if written == Written::Written {
+    if written == Written::Applied {
         tracing::info!(service = %key, status = %plan.status.status, "service status written");
     }
     publish(ctx, obj, &plan.events).await;
-    Ok(Action::await_change())
+    Ok(action(plan.requeue_after))
+}
+
+/// The API server's message when it refused a workload object for good, naming the object; any other
+/// failure (transport, 5xx, conflict, throttling, a namespace being deleted) stays an error.
+fn workload_refusal(e: kube::Error, kind: &str, ns: &str, name: &str) -> Result<String, Error> {
+    match crate::error::refusal(&e) {
+        Some(why) if !crate::error::is_namespace_terminating(&e) => {
+            Ok(format!("{kind} {ns}/{name}: {why}"))
+        }
+        _ => Err(e.into()),
+    }
 }

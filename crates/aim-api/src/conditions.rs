@@ -92,6 +92,8 @@ pub mod reasons {
     pub const TEMPLATES_CREATED: &str = "TemplatesCreated";
     pub const TEMPLATE_CREATION_DISABLED: &str = "TemplateCreationDisabled";
     pub const TEMPLATE_NAME_TAKEN: &str = "TemplateNameTaken";
+    /// The API server refused a template the model would write (admission, quota, an invalid object).
+    pub const TEMPLATE_REFUSED: &str = "TemplateRefused";
     // Services (S-01…S-06).
     pub const MODEL_RESOLVED: &str = "ModelResolved";
     pub const MODEL_CREATED: &str = "ModelCreated";
@@ -103,6 +105,8 @@ pub mod reasons {
     pub const WORKLOAD_AVAILABLE: &str = "WorkloadAvailable";
     pub const WORKLOAD_PROGRESSING: &str = "WorkloadProgressing";
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The API server refused the service's Deployment or Service (admission, quota, an invalid object).
+    pub const WORKLOAD_REFUSED: &str = "WorkloadRefused";
 }
 
 /// `True`, `False` or `Unknown`.

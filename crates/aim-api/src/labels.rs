@@ -6,6 +6,9 @@ pub const TEMPLATE: &str = "aim.eai.amd.com/template";
 pub const TEMPLATE_SCOPE: &str = "aim.eai.amd.com/template-scope";
 /// Names the model an auto-generated template belongs to.
 pub const MODEL: &str = "aim.eai.amd.com/model";
+/// Annotation with the full name of the model, on an auto-generated template whose [`MODEL`] label had
+/// to be shortened (a label value holds at most 63 characters).
+pub const MODEL_NAME: &str = "aim.eai.amd.com/model-name";
 /// `auto-generated` on templates the model controller created.
 pub const ORIGIN: &str = "aim.eai.amd.com/origin";
 /// Value of [`ORIGIN`] for templates created from a model's recommended deployments.

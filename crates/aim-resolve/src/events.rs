@@ -52,6 +52,32 @@ pub fn event_key(e: &EventFields<'_>) -> u64 {
     h.finish()
 }
 
+/// The name of a new Event about the object `regarding`: `<object name>.<the time in hex nanoseconds>`,
+/// as client-go names them, with the object's name cut (and given a hash, [`crate::names::fit`]) so that
+/// the whole stays within the 253 characters of a name. An Event about a long-named template is
+/// therefore stored, not refused.
+pub fn event_name(regarding: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let object = crate::names::fit(regarding, crate::names::MAX_SUBDOMAIN - suffix.len());
+    format!("{object}{suffix}")
+}
+
+/// Longest note the API server takes on an Event (`events.k8s.io/v1`: 1 kB).
+pub const MAX_NOTE: usize = 1024;
+
+/// The note of an Event: the message, clipped to [`MAX_NOTE`] bytes (ending in `…`) when longer, so a
+/// long message (an API server's refusal, many long template names) does not lose the Event.
+pub fn event_note(message: &str) -> String {
+    if message.len() <= MAX_NOTE {
+        return message.to_string();
+    }
+    let mut end = MAX_NOTE - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 /// What to write for an event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NextWrite {
@@ -146,6 +172,25 @@ mod tests {
             regarding,
             related: None,
         }
+    }
+
+    // T-31: an Event about an object with a name of 253 characters is a valid name too.
+    #[test]
+    fn event_names_stay_within_253_characters() {
+        let now = at(0).as_nanosecond();
+        assert_eq!(event_name("t", now), format!("t.{now:x}"));
+        let long = format!("{}.b", "a".repeat(251));
+        let n = event_name(&long, now);
+        assert!(n.len() <= 253, "{}", n.len());
+        assert!(n.ends_with(&format!(".{now:x}")), "{n}");
+        assert_ne!(n, event_name(&format!("{}.c", "a".repeat(251)), now));
+    }
+
+    #[test]
+    fn long_notes_are_clipped_to_the_api_limit() {
+        assert_eq!(event_note("short"), "short");
+        let n = event_note(&"é".repeat(2000));
+        assert!(n.len() <= MAX_NOTE && n.ends_with('…'), "{}", n.len());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod template;
 pub mod wake;
 
 pub use common::backoff;
+pub use common::names;
 pub use conditions::{ConditionSpec, PlannedEvent, merge_conditions};
 pub use model::{ModelCandidate, ModelResolution, resolve_model};
 pub use queue::{DiscoveryQueue, SlotRequest};

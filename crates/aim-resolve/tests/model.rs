@@ -26,11 +26,14 @@ struct Tpl {
 
 struct World {
     kind: &'static str,
+    name: String,
     namespace: Option<&'static str>,
     generation: i64,
     spec: ModelCommon,
     status: Option<ModelStatus>,
     templates: Vec<Tpl>,
+    /// What the API server refused of the last plan, by template name.
+    refused: BTreeMap<String, String>,
     now: i64,
 }
 
@@ -42,6 +45,7 @@ impl World {
     fn cluster() -> Self {
         Self {
             kind: "AIMClusterModel",
+            name: "qwen".into(),
             namespace: None,
             generation: 1,
             spec: serde_json::from_value(serde_json::json!({
@@ -50,6 +54,7 @@ impl World {
             .unwrap(),
             status: None,
             templates: Vec::new(),
+            refused: BTreeMap::new(),
             now: NOW,
         }
     }
@@ -58,7 +63,7 @@ impl World {
         ModelObservation {
             model: ModelView {
                 kind: self.kind,
-                name: "qwen",
+                name: &self.name,
                 namespace: self.namespace,
                 uid: "model-uid",
                 generation: Some(self.generation),
@@ -77,6 +82,7 @@ impl World {
                 })
                 .collect(),
             registry,
+            refused: self.refused.clone(),
             operator_namespace: "aim-system",
             backoff_base: Duration::from_secs(60),
             now: jiff::Timestamp::from_second(self.now).unwrap(),
@@ -485,4 +491,108 @@ fn m04_every_combination() {
         }
     }
     assert_eq!(seen, 1 + 7 + 49 + 343 + 2401);
+}
+
+// M-02: a model name longer than a label value holds (or with dots) gives templates whose labels are
+// valid: the model label is cut and hashed, the full name is in an annotation; names stay DNS labels.
+#[test]
+fn m02_long_and_dotted_model_names_give_valid_labels() {
+    for name in [
+        format!("{}.v1", "very-long-model-name-".repeat(4)),
+        "qwen3.5-32b.instruct".to_string(),
+        "m".repeat(253),
+    ] {
+        let mut w = World::cluster();
+        w.name = name.clone();
+        let p = w.step(&read(TWO));
+        assert_eq!(p.apply.len(), 2, "{name}");
+        for d in &p.apply {
+            assert!(
+                aim_resolve::names::is_label_value(&d.labels[labels::MODEL]),
+                "{name}"
+            );
+            assert!(aim_discovery::is_dns1123_label(&d.name), "{}", d.name);
+            for v in d.labels.values() {
+                assert!(aim_resolve::names::is_label_value(v), "{v}");
+            }
+            assert_eq!(d.spec.model_name, name);
+            if name.len() > 63 {
+                assert_eq!(d.annotations[labels::MODEL_NAME], name);
+            } else {
+                assert_eq!(d.labels[labels::MODEL], name);
+                assert!(d.annotations.is_empty());
+            }
+        }
+        // Applied: the labels match, so nothing is written again.
+        match w.decide(RegistryRead::NotRead) {
+            ModelDecision::Plan(p2) => assert!(p2.apply.is_empty(), "{name}"),
+            ModelDecision::Need(n) => panic!("fetched twice: {n:?}"),
+        }
+    }
+}
+
+// M-02 (T-31): a template the API server refuses reaches the model's status with the server's
+// message and one Warning; the other templates are still made, the model is retried after the
+// backoff, and a repeat of the same refusal says nothing new.
+#[test]
+fn m02_a_refused_template_reaches_status() {
+    let mut w = World::cluster();
+    let first = match w.decide(read(TWO)) {
+        ModelDecision::Plan(p) => *p,
+        ModelDecision::Need(n) => panic!("{n:?}"),
+    };
+    let refused_name = first.apply[0].name.clone();
+    let why = "admission webhook \"deny.example\" denied the request: no";
+    w.refused = [(refused_name.clone(), why.to_string())].into();
+    let p = w.step(&read(TWO));
+    assert!(
+        p.apply.iter().all(|d| d.name != refused_name),
+        "not applied again"
+    );
+    assert_eq!(p.apply.len(), 1);
+    let c = cond(&p.status, types::TEMPLATES_CREATED);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::TEMPLATE_REFUSED)
+    );
+    assert!(
+        c.message.contains(&refused_name) && c.message.contains(why),
+        "{}",
+        c.message
+    );
+    let warnings: Vec<_> = p
+        .events
+        .iter()
+        .filter(|e| e.reason == reasons::TEMPLATE_REFUSED)
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].warning && warnings[0].message.contains(why));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(60)));
+    // M-04: the refused template counts as Failed, the other is Pending.
+    assert_eq!(p.status.status, ModelPhase::Degraded);
+    let st = p
+        .status
+        .templates
+        .iter()
+        .find(|t| t.name == refused_name)
+        .unwrap();
+    assert_eq!(st.status, TemplatePhase::Failed);
+    assert!(
+        cond(&p.status, types::READY)
+            .message
+            .contains(&refused_name)
+    );
+    // The same refusal again: the status is unchanged and no second Warning.
+    let again = match w.decide(RegistryRead::NotRead) {
+        ModelDecision::Plan(p) => *p,
+        ModelDecision::Need(n) => panic!("{n:?}"),
+    };
+    assert_eq!(again.status, p.status);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    // Taken once the refusal is gone.
+    w.refused.clear();
+    let p = w.step(&RegistryRead::NotRead);
+    assert!(p.apply.iter().any(|d| d.name == refused_name));
+    let c = cond(&p.status, types::TEMPLATES_CREATED);
+    assert_eq!(c.status, "True");
 }

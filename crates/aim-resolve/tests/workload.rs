@@ -86,3 +86,60 @@ fn the_workload_documents() {
     insta::assert_yaml_snapshot!("deployment", d);
     insta::assert_yaml_snapshot!("service", service(&inputs));
 }
+
+// S-05: an AIMService of a long dotted name gets a Deployment and Service named by a DNS label of at
+// most 63 characters, label values within 63, a selector that matches its pods, and its full name in an
+// annotation; so does a long template name.
+#[test]
+fn long_and_dotted_names_give_valid_workload_names_and_labels() {
+    use aim_resolve::names::{is_dns1035_label, is_label_value};
+    use aim_resolve::service::workload::SERVICE_NAME_ANNOTATION;
+    let service_name = format!("{}.chat.v1", "long-service-name-".repeat(10));
+    let template_name = format!("{}.mi300x", "t".repeat(190));
+    let inputs = WorkloadInputs {
+        service_name: &service_name,
+        namespace: "team",
+        service_uid: "svc-uid",
+        replicas: 1,
+        image: "registry.example.test/aim/qwen:0.8.5",
+        template_name: &template_name,
+        runtime_env: &[],
+        template_env: &[],
+        profile_env: Default::default(),
+        service_env: &[],
+        metric: None,
+        precision: None,
+        profile_id: None,
+        hardware: None,
+        node_affinity: None,
+        image_pull_secrets: Vec::new(),
+        service_account_name: None,
+        resources: None,
+        cache_volumes: Vec::new(),
+    };
+    let d = deployment(&inputs);
+    let s = service(&inputs);
+    for meta in [&d.metadata, &s.metadata] {
+        let name = meta.name.as_deref().unwrap();
+        assert!(is_dns1035_label(name), "{name}");
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()[SERVICE_NAME_ANNOTATION],
+            service_name
+        );
+        for v in meta.labels.as_ref().unwrap().values() {
+            assert!(is_label_value(v), "{v}");
+        }
+    }
+    let pod = d.spec.template.metadata.as_ref().unwrap();
+    let pod_labels = pod.labels.as_ref().unwrap();
+    for (k, v) in d.spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v), "the selector matches the pods");
+    }
+    for (k, v) in s.spec.as_ref().unwrap().selector.as_ref().unwrap() {
+        assert_eq!(pod_labels.get(k), Some(v), "the Service selects the pods");
+    }
+    assert_eq!(
+        aim_resolve::service::service_of(pod),
+        Some(service_name.as_str())
+    );
+}

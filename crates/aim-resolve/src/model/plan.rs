@@ -55,6 +55,11 @@ pub struct ModelObservation<'a> {
     /// names are).
     pub templates: Vec<TemplateSeen<'a>>,
     pub registry: RegistryRead,
+    /// Templates of an earlier plan that the API server refused to take (a 4xx other than conflict or
+    /// throttling), by name, with its message. The operator fills it after a refused apply and decides
+    /// again: the refusal then reaches the model's status (`TemplatesCreated=False/TemplateRefused`)
+    /// and a Warning, instead of an endless error retry with nothing said.
+    pub refused: BTreeMap<String, String>,
     /// Where the pull secrets of an AIMClusterModel are read.
     pub operator_namespace: &'a str,
     /// First retry delay after a failed read (the discovery backoff: doubles per attempt up to an hour).

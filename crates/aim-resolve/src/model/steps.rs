@@ -44,6 +44,8 @@ pub(super) struct ModelDraft<'o, 'a> {
     expected: BTreeSet<String>,
     apply: Vec<DesiredTemplate>,
     delete: Vec<String>,
+    /// Expected templates that do not exist because the API server refused them.
+    refused: BTreeSet<String>,
 }
 
 impl<'o, 'a> ModelDraft<'o, 'a> {
@@ -70,6 +72,7 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
             expected: BTreeSet::new(),
             apply: Vec::new(),
             delete: Vec::new(),
+            refused: BTreeSet::new(),
         }
     }
 
@@ -296,6 +299,7 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
         };
         let (want, skipped) = desired_templates(&model_ref, &meta.recommended_deployments);
         let mut taken: Vec<String> = Vec::new();
+        let mut refused: Vec<(String, &str)> = Vec::new();
         for d in want {
             match self.by_name.get(d.name.as_str()) {
                 Some(t) if t.controller_uid != Some(m.uid) => {
@@ -303,20 +307,45 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
                     continue;
                 }
                 Some(t) if up_to_date(t, &d) => {}
-                _ => self.apply.push(d.clone()),
+                // Refused in this reconcile: not written again until the model is decided anew.
+                _ => match self.obs.refused.get(&d.name) {
+                    Some(why) => refused.push((d.name.clone(), why.as_str())),
+                    None => self.apply.push(d.clone()),
+                },
             }
             self.expected.insert(d.name);
         }
+        if !refused.is_empty() {
+            // Retried after the backoff's first step: an admission rule or a quota may change.
+            self.requeue_after = Some(
+                self.requeue_after
+                    .map_or(self.obs.backoff_base, |r| r.min(self.obs.backoff_base)),
+            );
+        }
+        self.refused = refused
+            .iter()
+            .filter(|(n, _)| !self.ours.contains_key(n.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
         for name in self.ours.keys() {
             if !self.expected.contains(*name) {
                 self.delete.push(name.to_string());
             }
         }
-        self.conds
-            .push(templates_condition(self.expected.len(), &skipped, &taken));
+        self.conds.push(templates_condition(
+            self.expected.len(),
+            &skipped,
+            &taken,
+            &refused,
+        ));
     }
 
+    /// M-04: a template's phase; one the API server refused to create counts as `Failed` (it cannot
+    /// come to be until something changes), one not created yet as `Pending`.
     fn phase_of(&self, name: &str) -> Option<TemplatePhase> {
+        if self.refused.contains(name) {
+            return Some(TemplatePhase::Failed);
+        }
         self.ours.get(name).and_then(|t| t.phase)
     }
 
@@ -384,6 +413,11 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
             (_, false) => "template creation is off (spec.discovery.createServiceTemplates: false)"
                 .to_string(),
             _ if phases.is_empty() => "no templates expected".to_string(),
+            _ if !self.refused.is_empty() => format!(
+                "{}; the API server refused to create {} (see TemplatesCreated)",
+                summary(phases),
+                join(self.refused.iter().cloned())
+            ),
             _ => summary(phases),
         };
         let ok = phase == ModelPhase::Ready;
@@ -423,9 +457,31 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
                 ),
             });
         }
+        if let Some(e) = self.refused_event() {
+            self.events.push(e);
+        }
         if let Some(e) = self.status_event() {
             self.events.push(e);
         }
+    }
+
+    /// A Warning when the API server refused a template, once for each new refusal message (T-31:
+    /// not once per reconcile).
+    fn refused_event(&self) -> Option<PlannedEvent> {
+        let created = |st: &ModelStatus| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == types::TEMPLATES_CREATED)
+                .map(|c| (c.reason.clone(), c.message.clone()))
+        };
+        let (reason, message) = created(&self.st)?;
+        (reason == reasons::TEMPLATE_REFUSED
+            && created(&self.old) != Some((reason, message.clone())))
+        .then(|| PlannedEvent {
+            warning: true,
+            reason: reasons::TEMPLATE_REFUSED.into(),
+            message,
+        })
     }
 
     /// The event of a new status or `Ready` reason; none for a failed read, which has its own Warning.
@@ -470,8 +526,13 @@ impl<'o, 'a> ModelDraft<'o, 'a> {
 }
 
 /// `TemplatesCreated`: how many templates the deployments call for, which were skipped, which names
-/// are taken.
-fn templates_condition(expected: usize, skipped: &[usize], taken: &[String]) -> ConditionSpec {
+/// are taken, which the API server refused (and what it said).
+fn templates_condition(
+    expected: usize,
+    skipped: &[usize],
+    taken: &[String],
+    refused: &[(String, &str)],
+) -> ConditionSpec {
     let mut message = match expected {
         0 => "the image recommends no deployments".to_string(),
         1 => "1 template for the recommended deployment".to_string(),
@@ -482,6 +543,17 @@ fn templates_condition(expected: usize, skipped: &[usize], taken: &[String]) -> 
             "; deployment(s) {} have no gpuModel and were skipped",
             join(skipped.iter().map(|i| i.to_string()))
         ));
+    }
+    if !refused.is_empty() {
+        return ConditionSpec::new(
+            types::TEMPLATES_CREATED,
+            false,
+            reasons::TEMPLATE_REFUSED,
+            format!(
+                "{message}; the API server refused {}",
+                join(refused.iter().map(|(n, why)| format!("{n}: {why}")))
+            ),
+        );
     }
     if taken.is_empty() {
         ConditionSpec::new(

@@ -17,6 +17,9 @@ pub struct DesiredTemplate {
     /// The model's namespace for an AIMModel; `None` (cluster template) for an AIMClusterModel.
     pub namespace: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The model's full name ([`labels::MODEL_NAME`]) when the [`labels::MODEL`] label had to be
+    /// shortened; otherwise empty.
+    pub annotations: BTreeMap<String, String>,
     /// Controller reference to the model.
     pub owner: OwnerReference,
     pub spec: ServiceTemplateCommon,
@@ -102,10 +105,12 @@ pub fn owner_reference(model: &ModelRef<'_>) -> OwnerReference {
     }
 }
 
-/// The labels of an auto-created template.
+/// The labels of an auto-created template. The model's name is a label value of at most 63 characters
+/// ([`crate::names::label_value`]: the name itself when it fits, else cut and hashed); the full name is
+/// then in [`template_annotations`].
 pub fn template_labels(model: &str) -> BTreeMap<String, String> {
     [
-        (labels::MODEL.to_string(), model.to_string()),
+        (labels::MODEL.to_string(), crate::names::label_value(model)),
         (
             labels::ORIGIN.to_string(),
             labels::ORIGIN_AUTO_GENERATED.to_string(),
@@ -116,6 +121,15 @@ pub fn template_labels(model: &str) -> BTreeMap<String, String> {
         ),
     ]
     .into()
+}
+
+/// The annotations of an auto-created template: the model's full name, when its label is shortened.
+pub fn template_annotations(model: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if crate::names::label_value(model) != model {
+        out.insert(labels::MODEL_NAME.to_string(), model.to_string());
+    }
+    out
 }
 
 /// M-02: one template per recommended deployment with a GPU model, deduplicated by name, sorted by name.
@@ -148,6 +162,7 @@ pub fn desired_templates(
             name,
             namespace: model.namespace.map(str::to_string),
             labels: template_labels(model.name),
+            annotations: template_annotations(model.name),
             owner: owner_reference(model),
             spec,
         });

@@ -9,7 +9,7 @@ mod steps;
 pub mod workload;
 
 pub use selection::{Candidate, Selection, SelectionInput, SelectionResult, select};
-pub use workload::SERVICE_LABEL;
+pub use workload::{SERVICE_LABEL, service_label_value, service_of, workload_name};
 
 use crate::common::sha256_hex;
 use crate::conditions::PlannedEvent;
@@ -64,6 +64,12 @@ pub struct ServiceObservation<'a> {
     pub service_object: Option<&'a Service>,
     /// Pods of the workload.
     pub pods: Vec<&'a Pod>,
+    /// What the API server answered when it refused the workload of an earlier plan (a 4xx other than
+    /// conflict or throttling), naming the object: the operator fills it and decides again, so the
+    /// refusal reaches status (S-05: `WorkloadReady=False/WorkloadRefused`, `Failed`, a Warning).
+    pub workload_refused: Option<String>,
+    /// How long to wait before trying a refused workload again.
+    pub retry_after: std::time::Duration,
     pub now: jiff::Timestamp,
 }
 
@@ -76,6 +82,8 @@ pub struct ServicePlan {
     pub apply_deployment: Option<Deployment>,
     pub apply_service: Option<Service>,
     pub events: Vec<PlannedEvent>,
+    /// Set when the workload was refused: when to try again (an admission rule or quota may change).
+    pub requeue_after: Option<std::time::Duration>,
 }
 
 /// S-01: the AIMModel name for an image nobody registered: its repository's last part and a hash of

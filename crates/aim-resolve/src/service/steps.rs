@@ -44,6 +44,7 @@ pub(super) struct ServiceDraft<'o, 'a> {
     apply_deployment: Option<Deployment>,
     apply_service: Option<Service>,
     events: Vec<PlannedEvent>,
+    requeue_after: Option<std::time::Duration>,
 }
 
 impl<'o, 'a> ServiceDraft<'o, 'a> {
@@ -60,6 +61,7 @@ impl<'o, 'a> ServiceDraft<'o, 'a> {
             apply_deployment: None,
             apply_service: None,
             events: Vec::new(),
+            requeue_after: None,
         }
     }
 
@@ -257,7 +259,23 @@ impl<'o, 'a> ServiceDraft<'o, 'a> {
         let inputs = workload_inputs(&obs.service, model, template);
         self.apply_deployment = unless_applied(deployment(&inputs), obs.deployment);
         self.apply_service = unless_applied(service(&inputs), obs.service_object);
-        let verdict = self.rollout(template.name);
+        let verdict = match &obs.workload_refused {
+            // S-05: a refused write is not tried again in this reconcile; status says why.
+            Some(why) => {
+                self.apply_deployment = None;
+                self.apply_service = None;
+                self.requeue_after = Some(obs.retry_after);
+                Verdict::new(
+                    ServicePhase::Failed,
+                    reasons::WORKLOAD_REFUSED,
+                    format!(
+                        "the API server refused the workload of template {}: {why}",
+                        template.name
+                    ),
+                )
+            }
+            None => self.rollout(template.name),
+        };
         self.conds.push(ConditionSpec::new(
             types::WORKLOAD_READY,
             verdict.phase == ServicePhase::Running,
@@ -390,6 +408,7 @@ impl<'o, 'a> ServiceDraft<'o, 'a> {
             apply_deployment: self.apply_deployment,
             apply_service: self.apply_service,
             events: self.events,
+            requeue_after: self.requeue_after,
         }
     }
 }

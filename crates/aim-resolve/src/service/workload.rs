@@ -12,8 +12,34 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-/// Label naming the AIMService a workload belongs to.
+/// Label naming the AIMService a workload belongs to: [`service_label_value`] of its name.
 pub const SERVICE_LABEL: &str = "aim.eai.amd.com/service";
+/// Annotation with the AIMService's full name, on the workload and its pods, when [`SERVICE_LABEL`]
+/// had to be shortened.
+pub const SERVICE_NAME_ANNOTATION: &str = "aim.eai.amd.com/service-name";
+
+/// S-05: the name of the Deployment and the Service of an AIMService: its name when that is a DNS-1035
+/// label of at most 63 characters (what a Service's name must be), else cut and hashed
+/// ([`crate::names::dns_label`]), so that a long or dotted name still gets a workload.
+pub fn workload_name(service: &str) -> String {
+    crate::names::dns_label(service)
+}
+
+/// The value of [`SERVICE_LABEL`] for an AIMService: its name when it is a valid label value, else cut
+/// and hashed ([`crate::names::label_value`]). The pods of a service are found by this value.
+pub fn service_label_value(service: &str) -> String {
+    crate::names::label_value(service)
+}
+
+/// The AIMService a workload object or pod belongs to, by name: the [`SERVICE_NAME_ANNOTATION`] when
+/// the label was shortened, else the [`SERVICE_LABEL`] itself.
+pub fn service_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(SERVICE_NAME_ANNOTATION))
+        .or_else(|| meta.labels.as_ref()?.get(SERVICE_LABEL))
+        .map(String::as_str)
+}
 /// Value of `app.kubernetes.io/component` on inference workloads.
 pub const COMPONENT_INFERENCE: &str = "inference";
 /// Port the AIM image serves its OpenAI-compatible API on.
@@ -103,14 +129,23 @@ pub fn workload_labels(service: &str, template: &str) -> BTreeMap<String, String
             COMPONENT_INFERENCE.to_string(),
         ),
         (labels::NAME.to_string(), "aim-inference".to_string()),
-        (SERVICE_LABEL.to_string(), service.to_string()),
-        (labels::TEMPLATE.to_string(), template.to_string()),
+        (SERVICE_LABEL.to_string(), service_label_value(service)),
+        (
+            labels::TEMPLATE.to_string(),
+            crate::names::label_value(template),
+        ),
     ]
     .into()
 }
 
+/// The annotations of the workload and its pods: the service's full name when its label is shortened.
+fn workload_annotations(service: &str) -> Option<BTreeMap<String, String>> {
+    (service_label_value(service) != service)
+        .then(|| [(SERVICE_NAME_ANNOTATION.to_string(), service.to_string())].into())
+}
+
 fn selector(service: &str) -> BTreeMap<String, String> {
-    [(SERVICE_LABEL.to_string(), service.to_string())].into()
+    [(SERVICE_LABEL.to_string(), service_label_value(service))].into()
 }
 
 fn owner(i: &WorkloadInputs<'_>) -> OwnerReference {
@@ -226,9 +261,10 @@ pub fn deployment(i: &WorkloadInputs<'_>) -> Deployment {
     };
     Deployment {
         metadata: ObjectMeta {
-            name: Some(i.service_name.into()),
+            name: Some(workload_name(i.service_name)),
             namespace: Some(i.namespace.into()),
             labels: Some(labels.clone()),
+            annotations: workload_annotations(i.service_name),
             owner_references: Some(vec![owner(i)]),
             ..Default::default()
         },
@@ -241,6 +277,7 @@ pub fn deployment(i: &WorkloadInputs<'_>) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: workload_annotations(i.service_name),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -266,9 +303,10 @@ pub fn deployment(i: &WorkloadInputs<'_>) -> Deployment {
 pub fn service(i: &WorkloadInputs<'_>) -> Service {
     Service {
         metadata: ObjectMeta {
-            name: Some(i.service_name.into()),
+            name: Some(workload_name(i.service_name)),
             namespace: Some(i.namespace.into()),
             labels: Some(workload_labels(i.service_name, i.template_name)),
+            annotations: workload_annotations(i.service_name),
             owner_references: Some(vec![owner(i)]),
             ..Default::default()
         },
