@@ -15,6 +15,7 @@ fn file_name(template: &str) -> String {
     let order = match template {
         "serviceaccount.yaml" => 10,
         "rbac.yaml" => 20,
+        "aggregated-roles.yaml" => 25,
         "service.yaml" => 30,
         "deployment.yaml" => 40,
         _ => 50,

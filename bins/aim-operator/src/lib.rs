@@ -18,6 +18,7 @@ mod leader;
 mod logs;
 mod metrics;
 mod models;
+mod multi;
 mod registry;
 mod services;
 mod settings;
@@ -31,7 +32,7 @@ pub use leader::{DEFAULT_LEASE_DURATION_SECONDS, LeaderElection};
 pub use registry::RegistrySettings;
 pub use settings::{
     DEFAULT_MAX_CONCURRENT_RECONCILES, DEFAULT_METRICS_BIND_ADDRESS, DEFAULT_SYSTEM_NAMESPACE,
-    Settings,
+    Settings, parse_watch_namespaces,
 };
 
 use aim_api::{AIMClusterModel, AIMClusterServiceTemplate, AIMModel, AIMServiceTemplate};

@@ -62,6 +62,10 @@ struct Args {
     /// `<source URI> <target directory>` (also in env `AIM_CACHE_SOURCE_URI`, `AIM_CACHE_TARGET_PATH`).
     #[arg(long, env = "AIM_CACHE_DOWNLOAD_IMAGE", default_value = aim_resolve::cache::DEFAULT_DOWNLOAD_IMAGE)]
     cache_download_image: String,
+    /// Watch and reconcile only these namespaces (comma-separated), and the system namespace with them;
+    /// without it, every namespace. Cluster-scoped kinds and nodes are watched cluster-wide either way.
+    #[arg(long, env = "AIM_WATCH_NAMESPACES")]
+    watch_namespaces: Option<String>,
     /// Log format; filter with RUST_LOG (default `info`).
     #[arg(long, env = "AIM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -91,6 +95,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn operate(args: Args) -> anyhow::Result<()> {
     aim_operator::install_crypto_provider();
+    let watch_namespaces = args
+        .watch_namespaces
+        .as_deref()
+        .map(aim_operator::parse_watch_namespaces)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let client = aim_operator::http2_client(kube::Config::infer().await?)?;
     let settings = Settings {
         system_namespace: args.system_namespace,
@@ -110,6 +120,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             cross_host_redirects: args.registry_cross_host_redirects,
         },
         cache_download_image: args.cache_download_image,
+        watch_namespaces,
         metrics_address: match args.metrics_bind_address.as_str() {
             "0" | "" => None,
             a => Some(a.parse().map_err(|e| {
@@ -136,4 +147,17 @@ fn hosts(list: Vec<String>) -> Vec<String> {
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_namespaces_is_one_comma_separated_flag() {
+        let args = Args::try_parse_from(["aim-operator", "--watch-namespaces", "a, b"]).unwrap();
+        assert_eq!(args.watch_namespaces.as_deref(), Some("a, b"));
+        let args = Args::try_parse_from(["aim-operator"]).unwrap();
+        assert_eq!(args.watch_namespaces, None, "default: the whole cluster");
+    }
 }

@@ -10,7 +10,6 @@ mod documents;
 mod egress;
 mod fetch;
 
-
 use aim_resolve::model::{MetadataFailure, RegistryNeed, RegistryRead};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;

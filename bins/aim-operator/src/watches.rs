@@ -7,7 +7,6 @@ use crate::stores::Writers;
 use aim_api::{AIMTemplateCache, TemplateScope};
 use aim_resolve::cache::{DOWNLOAD_SELECTOR, VOLUME_EVENT_SELECTOR, VOLUME_SELECTOR};
 use aim_resolve::children::{FAILED_CREATE_EVENT_SELECTOR, job_is_active, job_key, owner_of};
-use aim_resolve::service::SERVICE_LABEL;
 use aim_resolve::wake::{
     Changed, cache_config_name, child_wakes_cache, config_wakes_cache, config_wakes_template,
     model_wakes_template, node_wakes_template, template_wakes_cache, wakes_service,
@@ -17,6 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod, Service};
 use kube::api::ObjectMeta;
+use kube::core::{ClusterResourceScope, NamespaceResourceScope};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -77,10 +77,34 @@ fn strip_pod(p: &mut Pod) {
     p.spec = Default::default();
 }
 
-/// A reflected watch: each change reaches the stream after the store took it (cut down by `modify`),
-/// so whoever is woken reads it.
+/// Where a namespaced kind is watched: across the cluster, or in each watched namespace
+/// (`--watch-namespaces`, with the system namespace).
+fn namespaced<K>(ctx: &Context) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match ctx.settings.watched_namespaces() {
+        None => vec![Api::all(ctx.client.clone())],
+        Some(list) => list
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect(),
+    }
+}
+
+/// A cluster-scoped kind is watched across the cluster, whatever namespaces are watched.
+fn cluster<K>(ctx: &Context) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = ClusterResourceScope>,
+{
+    vec![Api::all(ctx.client.clone())]
+}
+
+/// A reflected watch of `apis` (one: the plain watcher; several namespaces: merged into the one store
+/// by [`crate::multi`]): each change reaches the stream after the store took it (cut down by
+/// `modify`), so whoever is woken reads it.
 fn watch<K>(
-    api: Api<K>,
+    apis: Vec<Api<K>>,
     wc: watcher::Config,
     writer: Writer<K>,
     modify: fn(&mut K),
@@ -88,39 +112,62 @@ fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    watcher(api, wc)
-        .default_backoff()
-        .modify(modify)
-        .reflect(writer)
-        .filter_map(|ev| async move {
-            match ev {
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
-                    Some(Change::Applied(o))
-                }
-                Ok(watcher::Event::Delete(o)) => Some(Change::Deleted(o)),
-                Ok(watcher::Event::InitDone) => Some(Change::Relisted),
-                Ok(watcher::Event::Init) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "watch error; retrying with backoff");
-                    None
-                }
+    let reflected = if let [api] = &apis[..] {
+        watcher(api.clone(), wc)
+            .default_backoff()
+            .modify(modify)
+            .reflect(writer)
+            .left_stream()
+    } else {
+        let names = apis
+            .iter()
+            .map(|a| a.namespace().unwrap_or_default().to_string())
+            .collect();
+        let watches = apis.into_iter().enumerate().map(|(i, api)| {
+            watcher(api, wc.clone())
+                .default_backoff()
+                .modify(modify)
+                .map(move |ev| (i, ev))
+                .boxed()
+        });
+        crate::multi::reflect(writer, names, futures::stream::select_all(watches)).right_stream()
+    };
+    reflected.filter_map(|ev| async move {
+        match ev {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                Some(Change::Applied(o))
             }
-        })
+            Ok(watcher::Event::Delete(o)) => Some(Change::Deleted(o)),
+            Ok(watcher::Event::InitDone) => Some(Change::Relisted),
+            Ok(watcher::Event::Init) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch error; retrying with backoff");
+                None
+            }
+        }
+    })
 }
 
-/// Runs `f(object, deleted)` for each change of a watch of every `K` (re-lists are not passed on).
-fn each<K, F>(ctx: &Arc<Context>, wc: watcher::Config, writer: Writer<K>, f: F) -> JoinHandle<()>
+/// Runs `f(object, deleted)` for each change of a watch of `apis` (re-lists are not passed on).
+fn each<K, F>(
+    ctx: &Arc<Context>,
+    apis: Vec<Api<K>>,
+    wc: watcher::Config,
+    writer: Writer<K>,
+    f: F,
+) -> JoinHandle<()>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Context, K, bool) + Send + 'static,
 {
-    each_with(ctx, wc, writer, trim, f)
+    each_with(ctx, apis, wc, writer, trim, f)
 }
 
 /// [`each`], with the store keeping what `modify` leaves of each object. What the operator remembers
 /// of a deleted object (a status written, a retry count) goes with it.
 fn each_with<K, F>(
     ctx: &Arc<Context>,
+    apis: Vec<Api<K>>,
     wc: watcher::Config,
     writer: Writer<K>,
     modify: fn(&mut K),
@@ -131,7 +178,7 @@ where
     F: Fn(&Context, K, bool) + Send + 'static,
 {
     let c = ctx.clone();
-    let stream = watch(Api::<K>::all(ctx.client.clone()), wc, writer, modify);
+    let stream = watch(apis, wc, writer, modify);
     tokio::spawn(stream.for_each(move |change| {
         match change {
             Change::Applied(o) => f(&c, o, false),
@@ -159,33 +206,54 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
     let downloads = all.clone().labels(DOWNLOAD_SELECTOR);
     let workload = many.clone().labels(WORKLOAD_SELECTOR);
     let mut tasks = vec![
-        each(ctx, many.clone(), w.templates, |c, t, deleted| {
-            template_changed(c, TemplateScope::Namespace, &t.metadata, deleted)
-        }),
-        each(ctx, many.clone(), w.cluster_templates, |c, t, deleted| {
-            template_changed(c, TemplateScope::Cluster, &t.metadata, deleted)
-        }),
-        each(ctx, all.clone(), w.models, |c, m, deleted| {
-            model_changed(c, &m.metadata, deleted)
-        }),
-        each(ctx, all.clone(), w.cluster_models, |c, m, deleted| {
-            model_changed(c, &m.metadata, deleted)
-        }),
-        each(ctx, all.clone(), w.configs, |c, rc, _| {
+        each(
+            ctx,
+            namespaced(ctx),
+            many.clone(),
+            w.templates,
+            |c, t, deleted| template_changed(c, TemplateScope::Namespace, &t.metadata, deleted),
+        ),
+        each(
+            ctx,
+            cluster(ctx),
+            many.clone(),
+            w.cluster_templates,
+            |c, t, deleted| template_changed(c, TemplateScope::Cluster, &t.metadata, deleted),
+        ),
+        each(
+            ctx,
+            namespaced(ctx),
+            all.clone(),
+            w.models,
+            |c, m, deleted| model_changed(c, &m.metadata, deleted),
+        ),
+        each(
+            ctx,
+            cluster(ctx),
+            all.clone(),
+            w.cluster_models,
+            |c, m, deleted| model_changed(c, &m.metadata, deleted),
+        ),
+        each(ctx, namespaced(ctx), all.clone(), w.configs, |c, rc, _| {
             config_changed(c, &rc.metadata)
         }),
-        each(ctx, all.clone(), w.cluster_configs, |c, rc, _| {
-            config_changed(c, &rc.metadata)
-        }),
+        each(
+            ctx,
+            cluster(ctx),
+            all.clone(),
+            w.cluster_configs,
+            |c, rc, _| config_changed(c, &rc.metadata),
+        ),
         node_watch(ctx, many.clone(), w.nodes),
         discovery_job_watch(ctx, discovery.clone(), w.jobs),
-        each(ctx, discovery, w.pods, |c, pod, _| {
+        each(ctx, namespaced(ctx), discovery, w.pods, |c, pod, _| {
             wake_template_owner(c, &pod.metadata)
         }),
         // The Job controller's FailedCreate events: a discovery pod refused by quota, admission or a
         // missing service account says so in its template within seconds.
         each(
             ctx,
+            namespaced(ctx),
             all.clone().fields(FAILED_CREATE_EVENT_SELECTOR),
             w.job_events,
             |c, ev, deleted| {
@@ -196,36 +264,56 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
         ),
         // A cache wakes itself, the template of its name (which mirrors its phase, T-27, and makes it
         // again if someone deletes it, T-26) and the services of its namespace (S-05 mounts it).
-        each(ctx, all.clone(), w.caches, |c, cache, deleted| {
-            let (ns, name) = (cache.namespace().unwrap_or_default(), cache.name_any());
-            if !deleted {
-                c.waker.cache(&ns, &name);
-            }
-            c.waker.template(TemplateScope::Namespace, Some(&ns), &name);
-            wake_services(c, Some(&ns));
-        }),
         each(
             ctx,
+            namespaced(ctx),
+            all.clone(),
+            w.caches,
+            |c, cache, deleted| {
+                let (ns, name) = (cache.namespace().unwrap_or_default(), cache.name_any());
+                if !deleted {
+                    c.waker.cache(&ns, &name);
+                }
+                c.waker.template(TemplateScope::Namespace, Some(&ns), &name);
+                wake_services(c, Some(&ns));
+            },
+        ),
+        each(
+            ctx,
+            namespaced(ctx),
             all.clone().labels(VOLUME_SELECTOR),
             w.cache_volumes,
             |c, pvc, _| wake_caches_of_child(c, &pvc.metadata, pvc.metadata.name.as_deref()),
         ),
-        each(ctx, downloads.clone(), w.download_jobs, |c, job, _| {
-            let volume = job.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
-            wake_caches_of_child(c, &job.metadata, volume.as_deref());
-        }),
-        each(ctx, downloads, w.download_pods, |c, pod, _| {
-            // A pod's owner is its Job: the caches are found by the volume it fills.
-            let volume = pod.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
-            let meta = ObjectMeta {
-                namespace: pod.namespace(),
-                ..Default::default()
-            };
-            wake_caches_of_child(c, &meta, volume.as_deref());
-        }),
+        each(
+            ctx,
+            namespaced(ctx),
+            downloads.clone(),
+            w.download_jobs,
+            |c, job, _| {
+                let volume = job.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+                wake_caches_of_child(c, &job.metadata, volume.as_deref());
+            },
+        ),
+        each(
+            ctx,
+            namespaced(ctx),
+            downloads,
+            w.download_pods,
+            |c, pod, _| {
+                // A pod's owner is its Job: the caches are found by the volume it fills.
+                let volume = pod.labels().get(aim_api::labels::CACHE_VOLUME).cloned();
+                let meta = ObjectMeta {
+                    namespace: pod.namespace(),
+                    ..Default::default()
+                };
+                wake_caches_of_child(c, &meta, volume.as_deref());
+            },
+        ),
         // Why a claim does not bind (the PV controller's events): only for our volumes.
         each(
             ctx,
+            namespaced(ctx),
             all.clone().fields(VOLUME_EVENT_SELECTOR),
             w.volume_events,
             |c, ev, deleted| {
@@ -234,7 +322,7 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
                 }
             },
         ),
-        each(ctx, many, w.services, |c, s, deleted| {
+        each(ctx, namespaced(ctx), many, w.services, |c, s, deleted| {
             if !deleted {
                 c.waker
                     .service(&s.namespace().unwrap_or_default(), &s.name_any());
@@ -243,6 +331,7 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
         // A service's workload wakes the service that owns it.
         each_with(
             ctx,
+            namespaced(ctx),
             workload.clone(),
             w.deployments,
             strip_deployment,
@@ -250,17 +339,28 @@ pub fn spawn(ctx: &Arc<Context>, w: Writers) -> Vec<JoinHandle<()>> {
         ),
         each_with(
             ctx,
+            namespaced(ctx),
             workload.clone(),
             w.workload_services,
             strip_service,
             |c, s, _| wake_service_owner(c, &s.metadata),
         ),
         // A pod that cannot be scheduled says why in its service within seconds.
-        each_with(ctx, workload, w.workload_pods, strip_pod, |c, p, _| {
-            if let (Some(ns), Some(name)) = (p.namespace(), p.labels().get(SERVICE_LABEL)) {
-                c.waker.service(&ns, name);
-            }
-        }),
+        each_with(
+            ctx,
+            namespaced(ctx),
+            workload,
+            w.workload_pods,
+            strip_pod,
+            |c, p, _| {
+                // The full name: the label is shortened for long service names (S-05).
+                if let (Some(ns), Some(name)) =
+                    (p.namespace(), aim_resolve::service::service_of(&p.metadata))
+                {
+                    c.waker.service(&ns, name);
+                }
+            },
+        ),
     ];
     tasks.push(position_refresh(ctx.clone()));
     tasks
@@ -449,29 +549,37 @@ fn wake_caches_of_child(ctx: &Context, meta: &ObjectMeta, volume: Option<&str>) 
 /// node.
 fn node_watch(ctx: &Arc<Context>, wc: watcher::Config, writer: Writer<Node>) -> JoinHandle<()> {
     let seen: std::sync::Mutex<HashMap<String, Node>> = Default::default();
-    each_with(ctx, wc, writer, strip_node, move |c, node, deleted| {
-        let name = node.name_any();
-        let mut seen = seen.lock().expect("nodes lock");
-        let changed =
-            aim_hardware::alters_gpu_inventory(seen.get(&name), (!deleted).then_some(&node));
-        if deleted {
-            seen.remove(&name);
-        } else {
-            seen.insert(name.clone(), node);
-        }
-        drop(seen);
-        if changed {
-            tracing::debug!(node = %name, "GPU inventory changed");
-            wake_templates(c, |_, _, spec, status| {
-                node_wakes_template(changed, spec, status)
-            });
-        }
-    })
+    each_with(
+        ctx,
+        cluster(ctx),
+        wc,
+        writer,
+        strip_node,
+        move |c, node, deleted| {
+            let name = node.name_any();
+            let mut seen = seen.lock().expect("nodes lock");
+            let changed =
+                aim_hardware::alters_gpu_inventory(seen.get(&name), (!deleted).then_some(&node));
+            if deleted {
+                seen.remove(&name);
+            } else {
+                seen.insert(name.clone(), node);
+            }
+            drop(seen);
+            if changed {
+                tracing::debug!(node = %name, "GPU inventory changed");
+                wake_templates(c, |_, _, spec, status| {
+                    node_wakes_template(changed, spec, status)
+                });
+            }
+        },
+    )
 }
 
 /// Discovery Jobs wake their template; a finished or deleted Job frees its slot at once (T-23). After
 /// a re-list, slots of Jobs the list did not show are checked with the API server: a Job deleted while
-/// the watch was down gave no delete event.
+/// the watch was down gave no delete event. (Watching several namespaces, only the first list ends so;
+/// a namespace's later re-list deletes the Jobs it no longer shows, which frees their slots.)
 fn discovery_job_watch(
     ctx: &Arc<Context>,
     wc: watcher::Config,
@@ -479,7 +587,7 @@ fn discovery_job_watch(
 ) -> JoinHandle<()> {
     let c = ctx.clone();
     tokio::spawn(
-        watch(Api::<Job>::all(ctx.client.clone()), wc, writer, trim).for_each(move |change| {
+        watch(namespaced(ctx), wc, writer, trim).for_each(move |change| {
             let c = c.clone();
             async move {
                 match change {
