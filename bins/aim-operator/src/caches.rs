@@ -2,7 +2,7 @@
 //! made in the namespace from the shared stores, decide in `aim_resolve::cache`, apply, report.
 
 use crate::context::Context;
-use crate::controller::{action, current_status, key_of, publish, write_status, Written};
+use crate::controller::{Written, action, current_status, key_of, publish, write_status};
 use crate::error::{Error, is_not_found, refusal};
 use crate::stores::{config_candidate, events_about, in_namespace};
 use aim_api::AIMTemplateCache;
@@ -99,7 +99,7 @@ pub async fn reconcile(obj: Arc<AIMTemplateCache>, ctx: Arc<Context>) -> Result<
     if written == Written::Gone {
         return Ok(Action::await_change());
     }
-    if written == Written::Written {
+    if written == Written::Applied {
         tracing::info!(cache = %key, status = %plan.status.status, "cache status written");
     }
     if plan.download_failures > 0 {

@@ -144,7 +144,8 @@ pub fn current_status<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
 pub enum Written {
     /// The status was already `new`.
     Unchanged,
-    Written,
+    /// `new` was written.
+    Applied,
     /// The object is gone: the reconcile has nothing left to do.
     Gone,
 }
@@ -191,7 +192,7 @@ pub async fn write_status<K: Kind>(
     ) {
         ctx.written.record(uid, rv, new.clone());
     }
-    Ok(Written::Written)
+    Ok(Written::Applied)
 }
 
 /// Publishes a plan's events about `obj`.

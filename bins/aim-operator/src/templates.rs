@@ -3,7 +3,7 @@
 //! it), apply discovery Jobs, report, then keep the template's own cache in step (T-26).
 
 use crate::context::Context;
-use crate::controller::{action, current_status, key_of, publish, write_status, Written};
+use crate::controller::{Written, action, current_status, key_of, publish, write_status};
 use crate::error::{Error, is_not_found, refusal};
 use crate::kinds::{TemplateKind, model_candidate};
 use crate::logs::read_discovery_log;
@@ -157,7 +157,7 @@ pub async fn reconcile<K: TemplateKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
     if written == Written::Gone {
         return Ok(Action::await_change());
     }
-    if written == Written::Written {
+    if written == Written::Applied {
         tracing::info!(template = %key, status = %plan.status.status, "status written");
     }
     publish(ctx, obj, &plan.events).await;

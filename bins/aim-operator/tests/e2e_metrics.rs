@@ -23,6 +23,7 @@ async fn metrics_and_health_are_served() {
         system_namespace: SYSTEM_NAMESPACE.into(),
         backoff_base: BACKOFF_BASE,
         metrics_address: Some(([127, 0, 0, 1], port).into()),
+        registry: test_registry_settings(),
         ..Default::default()
     });
     // Ready once the watches synced (the operator returns from start after that).
@@ -84,7 +85,7 @@ async fn metrics_and_health_are_served() {
     let unreachable: AIMModel = serde_json::from_value(serde_json::json!({
         "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
         "metadata": { "name": "unreachable", "namespace": ns.name },
-        "spec": { "image": format!("127.0.0.1:{}/aim/x:1", free_port()) },
+        "spec": { "image": format!("{}/aim/x:1", closed_registry()) },
     }))
     .unwrap();
     apply(&ns.api::<AIMModel>(), &unreachable).await;

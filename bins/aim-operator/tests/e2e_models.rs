@@ -439,7 +439,7 @@ async fn labels_are_read_from_the_right_image_and_bad_ones_say_why() {
         &ns_model(&ns.name, "absent", &img("absent-gpu"), &[]),
     )
     .await;
-    let closed = format!("127.0.0.1:{}/x/y:1", free_port());
+    let closed = format!("{}/x/y:1", closed_registry());
     apply(&models, &ns_model(&ns.name, "unreachable", &closed, &[])).await;
 
     let multi = wait_for(

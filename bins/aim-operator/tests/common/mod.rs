@@ -204,15 +204,25 @@ pub fn operator() {
     });
 }
 
-/// The test registries speak plain HTTP (M-01); empty when none runs.
+/// The test registries speak plain HTTP (M-01); empty when none runs. [`closed_registry`] is listed too,
+/// so that reading it is refused by the port, not by the egress rules.
 pub fn test_registry_settings() -> aim_operator::RegistrySettings {
     aim_operator::install_crypto_provider();
+    let mut insecure = xtask::registry::registries()
+        .map(|r| vec![r.anonymous, r.auth])
+        .unwrap_or_default();
+    insecure.push(closed_registry().to_string());
     aim_operator::RegistrySettings {
-        insecure: xtask::registry::registries()
-            .map(|r| vec![r.anonymous, r.auth])
-            .unwrap_or_default(),
+        insecure,
         ..Default::default()
     }
+}
+
+/// A registry address nothing listens on (`127.0.0.1:PORT`, a port found free once per test process):
+/// reading an image there is `RegistryUnreachable`.
+pub fn closed_registry() -> &'static str {
+    static CLOSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CLOSED.get_or_init(|| format!("127.0.0.1:{}", free_port()))
 }
 
 /// What a test binary's one operator needs: test logging, the operator namespace whose pods print
