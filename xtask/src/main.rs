@@ -105,6 +105,10 @@ enum BenchKind {
         /// Node updates without GPU labels in the idle phase.
         #[arg(long, default_value_t = 1000)]
         node_updates: usize,
+        /// Container images in each extra node's `status.images`, as a kubelet reports them (a real
+        /// node lists dozens; the store keeps none of them).
+        #[arg(long, default_value_t = 0)]
+        node_images: usize,
         #[command(flatten)]
         common: BenchCommon,
     },

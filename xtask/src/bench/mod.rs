@@ -33,6 +33,7 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
             namespaces,
             nodes,
             node_updates,
+            node_images,
             common,
         } => {
             let operator = operator_of(&common, true)?;
@@ -45,6 +46,7 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
                     namespaces,
                     nodes,
                     node_updates,
+                    node_images,
                     operator,
                 },
             )?;
@@ -119,6 +121,7 @@ pub fn main(kind: crate::BenchKind) -> Result<()> {
                     namespaces: 5,
                     nodes: 5,
                     node_updates: 100,
+                    node_images: 3,
                     operator: operator.clone(),
                 },
             )?;
@@ -281,8 +284,25 @@ impl Cluster {
     /// Creates `n` fake GPU nodes `bench-gpu-<i>` (8 × MI300X each, labelled `bench.aim.test/node`) and
     /// waits until kwok made them Ready.
     pub fn gpu_nodes(&self, n: usize) -> Result<()> {
+        self.gpu_nodes_with_images(n, 0)
+    }
+
+    /// [`Self::gpu_nodes`], each node listing `images` container images in its status (two names and a
+    /// size each, as a kubelet reports them).
+    pub fn gpu_nodes_with_images(&self, n: usize, images: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
+        }
+        let mut image_list = String::new();
+        if images > 0 {
+            image_list.push_str("  images:\n");
+            for k in 0..images {
+                image_list += &format!(
+                    "  - names: [\"registry.example.com/team/inference-image-{k}@sha256:{k:064x}\", \
+                     \"registry.example.com/team/inference-image-{k}:v1.{k}.0\"]\n    sizeBytes: {}\n",
+                    1_000_000_000 + k
+                );
+            }
         }
         let mut yaml = String::new();
         for i in 0..n {
@@ -293,7 +313,7 @@ impl Cluster {
                  \x20   bench.aim.test/node: \"true\"\n    amd.com/gpu.device-id: \"74a1\"\n\
                  \x20   amd.com/gpu.family: MI300X\n    amd.com/gpu.vram: 192G\n\
                  status:\n  allocatable: {{cpu: \"64\", memory: 512Gi, pods: \"110\", amd.com/gpu: \"8\"}}\n\
-                 \x20 capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", amd.com/gpu: \"8\"}}\n---\n"
+                 \x20 capacity: {{cpu: \"64\", memory: 512Gi, pods: \"110\", amd.com/gpu: \"8\"}}\n{image_list}---\n"
             );
         }
         self.apply(&yaml)?;

@@ -22,6 +22,8 @@ pub struct Options {
     pub nodes: usize,
     /// Node updates that touch no GPU label, in the idle phase.
     pub node_updates: usize,
+    /// Images in each extra node's `status.images`.
+    pub node_images: usize,
     pub operator: PathBuf,
 }
 
@@ -176,7 +178,7 @@ pub fn run(cluster: &Cluster, o: &Options) -> Result<Figures> {
     let api_port = cluster.api_port()?;
     let run = format!("scale-{}", std::process::id());
     eprintln!("creating {} fake GPU nodes", o.nodes);
-    cluster.gpu_nodes(o.nodes)?;
+    cluster.gpu_nodes_with_images(o.nodes, o.node_images)?;
     eprintln!(
         "creating {} templates in {} namespaces {run}-*",
         o.templates, o.namespaces

@@ -131,10 +131,17 @@ pub fn redirect_allowed(from: &str, to: &str, cross_host: bool) -> Result<(), St
 
 /// The message of an address refused by the egress rule.
 pub fn refused_address(host: &str, addresses: &[IpAddr]) -> String {
+    const UNLISTED: &str = "which the operator does not reach for a registry that is not listed in \
+                            --local-registries or --insecure-registries";
+    if literal_address(host).is_some() {
+        return format!(
+            "{} is a loopback, link-local or other local address, {UNLISTED}",
+            clip(host)
+        );
+    }
     let list: Vec<String> = addresses.iter().take(4).map(ToString::to_string).collect();
     format!(
-        "{} resolves only to loopback, link-local or other local addresses ({}), which the operator does \
-         not reach for a registry that is not listed in --local-registries or --insecure-registries",
+        "{} resolves only to loopback, link-local or other local addresses ({}), {UNLISTED}",
         clip(host),
         list.join(", ")
     )
