@@ -307,22 +307,19 @@ async fn the_image_resolves_registry_names_on_its_own() {
     // A model whose image is addressed by the name, and one by a name nobody knows (labels read, no
     // templates made).
     let api: Api<AIMModel> = ns.api();
-    let mut model = common::model(
-        &ns.name,
-        "named",
-        &format!("{by_name}/{repo}:1"),
-        serde_json::json!([]),
-    );
-    model.spec.common.discovery.extract_metadata = true;
-    apply(&api, &model).await;
-    let mut unknown = common::model(
-        &ns.name,
-        "unknown",
-        &format!("nowhere.aim-e2e.test:{port}/{repo}:1"),
-        serde_json::json!([]),
-    );
-    unknown.spec.common.discovery.extract_metadata = true;
-    apply(&api, &unknown).await;
+    for (name, registry) in [
+        ("named", by_name.clone()),
+        ("unknown", format!("nowhere.aim-e2e.test:{port}")),
+    ] {
+        let mut m = common::model(
+            &ns.name,
+            name,
+            &format!("{registry}/{repo}:1"),
+            serde_json::json!([]),
+        );
+        m.spec.common.discovery.extract_metadata = true;
+        apply(&api, &m).await;
+    }
 
     let read = wait_for(
         &api,

@@ -38,18 +38,6 @@ fn all_label_values_valid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1:
     }
 }
 
-/// An AIMModel with inline metadata recommending one MI300X deployment (no registry involved).
-fn inline_model(ns: &str, name: &str) -> AIMModel {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": { "image": "example.test/aim-qwen:1", "imageMetadata": { "recommendedDeployments": [
-            {"gpuModel": "MI300X", "gpuCount": 1, "precision": "fp8", "metric": "latency"}
-        ] } },
-    }))
-    .unwrap()
-}
-
 fn model_ready(m: Option<&AIMModel>) -> bool {
     m.and_then(|m| m.status.as_ref())
         .is_some_and(|s| s.status == ModelPhase::Ready && s.templates.len() == 1)
@@ -158,19 +146,7 @@ async fn a_long_dotted_service_runs_on_a_long_dotted_template() {
     model_m(&ns, serde_json::json!([])).await;
     let tname = long_name("static-template", 200);
     let templates = ns.api::<AIMServiceTemplate>();
-    apply(
-        &templates,
-        &template(
-            &ns.name,
-            &tname,
-            serde_json::json!({
-                "modelName": "m",
-                "hardware": { "gpu": { "model": "MI300X", "requests": 1 } },
-                "modelSources": [{ "name": "w", "sourceURI": "hf://org/m", "size": "1Gi" }],
-            }),
-        ),
-    )
-    .await;
+    apply(&templates, &static_template(&ns.name, &tname, "MI300X", 1)).await;
     wait_for(
         &templates,
         &tname,
@@ -181,13 +157,11 @@ async fn a_long_dotted_service_runs_on_a_long_dotted_template() {
     .await;
     let sname = long_name("chat", 200);
     let services: Api<AIMService> = ns.api();
-    let svc: AIMService = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMService",
-        "metadata": { "name": sname, "namespace": ns.name },
-        "spec": { "model": { "name": "m" } },
-    }))
-    .unwrap();
-    apply(&services, &svc).await;
+    apply(
+        &services,
+        &aim_service(&ns.name, &sname, serde_json::json!({ "name": "m" })),
+    )
+    .await;
     wait_for(
         &services,
         &sname,

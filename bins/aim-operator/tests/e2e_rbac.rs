@@ -50,16 +50,7 @@ async fn the_deployed_cluster_role_is_enough() {
         phase(TemplatePhase::Ready),
     )
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    assert!(
-        !events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
-        "events were recorded"
-    );
+    assert_events_recorded(&ns).await;
 
     // A failing discovery: the failed Job is deleted when its retry is due.
     apply(
@@ -267,17 +258,7 @@ async fn a_namespaced_install_reconciles_only_its_namespaces() {
         phase(TemplatePhase::Ready),
     )
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = a.api();
-    assert!(
-        !events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
-        "events were recorded in {}",
-        a.name
-    );
+    assert_events_recorded(&a).await;
 
     // c is outside the list: by the time a's and b's templates settled, nothing of c was touched.
     let t = c.api::<AIMServiceTemplate>().get("ok").await.unwrap();
@@ -428,4 +409,19 @@ async fn the_aggregated_roles_reach_view_edit_and_admin() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// The operator recorded Events in `ns` (its RBAC lets it).
+async fn assert_events_recorded(ns: &TestNamespace) {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    assert!(
+        !events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "events were recorded in {}",
+        ns.name
+    );
 }

@@ -46,15 +46,7 @@ async fn a_refused_template_is_in_the_model_s_status() {
     let ns = TestNamespace::new("refused-tpl").await;
     forbid(&ns, "count/aimservicetemplates.aim.eai.amd.com").await;
     let models: Api<AIMModel> = ns.api();
-    let model: AIMModel = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
-        "metadata": { "name": "m", "namespace": ns.name },
-        "spec": { "image": "example.test/aim-qwen:1", "imageMetadata": { "recommendedDeployments": [
-            {"gpuModel": "MI300X", "gpuCount": 1, "precision": "fp8", "metric": "latency"}
-        ] } },
-    }))
-    .unwrap();
-    apply(&models, &model).await;
+    apply(&models, &inline_model(&ns.name, "m")).await;
     let refused = wait_for(
         &models,
         "m",
@@ -101,28 +93,14 @@ async fn a_refused_workload_is_in_the_service_s_status() {
     forbid(&ns, "count/deployments.apps").await;
     model_m(&ns, serde_json::json!([])).await;
     let templates = ns.api::<AIMServiceTemplate>();
-    apply(
-        &templates,
-        &template(
-            &ns.name,
-            "t",
-            serde_json::json!({
-                "modelName": "m",
-                "hardware": { "gpu": { "model": "MI300X", "requests": 1 } },
-                "modelSources": [{ "name": "w", "sourceURI": "hf://org/m", "size": "1Gi" }],
-            }),
-        ),
-    )
-    .await;
+    apply(&templates, &static_template(&ns.name, "t", "MI300X", 1)).await;
     wait_for(&templates, "t", "Ready", WAIT, phase(TemplatePhase::Ready)).await;
     let services: Api<AIMService> = ns.api();
-    let svc: AIMService = serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMService",
-        "metadata": { "name": "chat", "namespace": ns.name },
-        "spec": { "model": { "name": "m" } },
-    }))
-    .unwrap();
-    apply(&services, &svc).await;
+    apply(
+        &services,
+        &aim_service(&ns.name, "chat", serde_json::json!({ "name": "m" })),
+    )
+    .await;
     let failed = wait_for(
         &services,
         "chat",

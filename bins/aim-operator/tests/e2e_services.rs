@@ -12,28 +12,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::Condition;
 use xtask::support::{FakeNode, TestNamespace, WAIT, label_map, wait_for};
 
-/// A template of model `m` on `count` × `gpu`, with static sources (Ready without discovery).
-fn static_template(ns: &str, name: &str, gpu: &str, count: i32) -> AIMServiceTemplate {
-    template(
-        ns,
-        name,
-        serde_json::json!({
-            "modelName": "m",
-            "hardware": { "gpu": { "model": gpu, "requests": count } },
-            "modelSources": [{ "name": "w", "sourceURI": "hf://org/m", "size": "1Gi" }],
-        }),
-    )
-}
-
-fn aim_service(ns: &str, name: &str, model: serde_json::Value) -> AIMService {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMService",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": { "model": model },
-    }))
-    .unwrap()
-}
-
 fn service_phase(p: ServicePhase) -> impl Condition<AIMService> {
     move |s: Option<&AIMService>| {
         s.and_then(|s| s.status.as_ref())

@@ -560,3 +560,38 @@ pub async fn events_of(
     let _ = tokio::time::timeout(window, collect).await;
     seen.into_values().collect()
 }
+
+/// A template of model `m` on `count` × `gpu`, with static sources (Ready without discovery).
+pub fn static_template(ns: &str, name: &str, gpu: &str, count: i32) -> AIMServiceTemplate {
+    template(
+        ns,
+        name,
+        serde_json::json!({
+            "modelName": "m",
+            "hardware": { "gpu": { "model": gpu, "requests": count } },
+            "modelSources": [{ "name": "w", "sourceURI": "hf://org/m", "size": "1Gi" }],
+        }),
+    )
+}
+
+/// An AIMService `name` of `model` (`{"name": …}`, `{"image": …}`).
+pub fn aim_service(ns: &str, name: &str, model: serde_json::Value) -> AIMService {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMService",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "model": model },
+    }))
+    .unwrap()
+}
+
+/// An AIMModel with inline metadata recommending one MI300X deployment (no registry involved).
+pub fn inline_model(ns: &str, name: &str) -> AIMModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "aim.eai.amd.com/v1alpha1", "kind": "AIMModel",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "image": "example.test/aim-qwen:1", "imageMetadata": { "recommendedDeployments": [
+            {"gpuModel": "MI300X", "gpuCount": 1, "precision": "fp8", "metric": "latency"}
+        ] } },
+    }))
+    .unwrap()
+}
