@@ -90,15 +90,7 @@ async fn the_deployed_cluster_role_is_enough() {
 
     // O-05: what the role lacks is really denied. Secrets: the operator may get a pull secret a model
     // names (M-01), but never list or watch them, so it cannot go looking.
-    let sa = xtask::support::client_as(
-        &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:aim-operator"),
-        &["system:serviceaccounts", "system:authenticated"],
-    )
-    .await;
-    let forbidden = |r: Result<_, kube::Error>, what: &str| match r {
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => panic!("{what} must be forbidden, got {:?}", other.map(|_| ())),
-    };
+    let sa = service_account_client("aim-operator").await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(sa.clone(), &ns.name);
     forbidden(
         secrets.list(&ListParams::default()).await.map(|_| ()),
@@ -293,15 +285,7 @@ async fn a_namespaced_install_reconciles_only_its_namespaces() {
     operator.stop();
 
     // What a namespaced install must not do: anything namespaced outside its namespaces.
-    let sa = xtask::support::client_as(
-        &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{NAMESPACED_SA}"),
-        &["system:serviceaccounts", "system:authenticated"],
-    )
-    .await;
-    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => panic!("{what} must be forbidden, got {other:?}"),
-    };
+    let sa = service_account_client(NAMESPACED_SA).await;
     let lp = ListParams::default();
     forbidden(
         Api::<Job>::all(sa.clone()).list(&lp).await.map(|_| ()),
@@ -424,4 +408,21 @@ async fn assert_events_recorded(ns: &TestNamespace) {
         "events were recorded in {}",
         ns.name
     );
+}
+
+/// A client acting as the ServiceAccount `name` of the system namespace.
+async fn service_account_client(name: &str) -> kube::Client {
+    xtask::support::client_as(
+        &format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{name}"),
+        &["system:serviceaccounts", "system:authenticated"],
+    )
+    .await
+}
+
+/// `r` is the API server's 403.
+fn forbidden<T>(r: Result<T, kube::Error>, what: &str) {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} must be forbidden, got {:?}", other.map(|_| ())),
+    }
 }
